@@ -1,0 +1,334 @@
+"""The `dgm` command: zoo, data, train, resume, sample, eval, plot.
+
+Commands ask a model what it can do (its methods) and never switch on model names.
+User mistakes end with one sentence on stderr and exit status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from dgm.errors import DgmError
+
+RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
+
+
+def _parse_overrides(pairs: list[str], model_cls_cfg: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split key=value pairs into (model config values, train config values), typed by their fields."""
+    import typing
+
+    from dgm.models import config_fields, parse_value
+    from dgm.train import TrainConfig
+
+    model_fields = {k: f for k, f in config_fields(model_cls_cfg).items() if k not in RESERVED}
+    train_fields = config_fields(TrainConfig)
+    model_hints, train_hints = typing.get_type_hints(model_cls_cfg), typing.get_type_hints(TrainConfig)
+    model_values: dict[str, Any] = {}
+    train_values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise DgmError(f"cannot read '{pair}'; options are written key=value, e.g. latent_dim=2")
+        if key in model_fields:
+            model_values[key] = parse_value(text, model_hints[key], key)
+        elif key in train_fields:
+            train_values[key] = parse_value(text, train_hints[key], key)
+        else:
+            known = ", ".join(sorted(model_fields) + sorted(train_fields))
+            raise DgmError(f"unknown option '{key}'; this model takes: {known}")
+    return model_values, train_values
+
+
+def _free_run_dir(model: str, data: str) -> Path:
+    base = Path("runs") / f"{model}-{data.replace(':', '_').replace('/', '_')}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def _picture_callback(run_dir: Path, epochs: float):
+    """Write samples.png from fixed noise about ten times during training, so progress is visible."""
+    from dgm import viz
+
+    every = max(1, math.ceil(epochs / 10))
+
+    def callback(trainer) -> None:
+        if trainer.is_writer and (trainer.epoch % every == 0):
+            viz.samples(trainer.model, run_dir / "samples.png")
+
+    return callback
+
+
+def _final_pictures(model, dataset, run_dir: Path) -> list[Path]:
+    import torch
+
+    from dgm import viz
+
+    device = next(model.parameters()).device
+    model.eval()
+    paths = [viz.samples(model, run_dir / "samples.png")]
+    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
+        x = dataset.to_float(dataset.test.x[torch.linspace(0, len(dataset.test) - 1, 32).long()].to(device))
+        paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png"))
+    return paths
+
+
+def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
+    from dgm.train import Trainer
+    from dgm.train.trainer import CHECKPOINT
+
+    if tuple(dataset.shape) != tuple(model.cfg.data_shape):
+        raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
+                       f"'{dataset.name}' has {tuple(dataset.shape)}")
+    trainer = Trainer(model, dataset, cfg, out_dir=run_dir)
+    trainer.callbacks.append(_picture_callback(run_dir, trainer.total_steps / trainer.steps_per_epoch))
+    summary = trainer.fit(resume_from=run_dir / CHECKPOINT if resume else None)
+    if trainer.is_writer:
+        import dgm
+
+        best = dgm.load(run_dir, device=trainer.device)
+        paths = _final_pictures(best, dataset, run_dir)
+        note = " (stopped early)" if summary["stopped_early"] else ""
+        metric = (f", best valid {cfg.monitor} {summary['best_metric']:.4f} at step {summary['best_step']}"
+                  if math.isfinite(summary["best_metric"]) else "")
+        print(f"trained {summary['epochs']:.0f} epochs, {summary['steps']} steps in {summary['seconds']:.1f} s"
+              f"{note}{metric}\nrun folder: {run_dir}\npictures: {', '.join(p.name for p in paths)}")
+
+
+def cmd_train(args) -> None:
+    import torch
+
+    from dgm.data import load_dataset
+    from dgm.models import build_config, get_entry
+    from dgm.runs import CONFIG, model_values_for, write_config
+    from dgm.train import TrainConfig
+    from dgm.train.distributed import world
+
+    entry = get_entry(args.model)
+    model_values, train_values = _parse_overrides(args.options, entry.config_cls)
+    for key in ("epochs", "steps", "seed", "device", "batch_size"):
+        if getattr(args, key, None) is not None:
+            train_values[key] = getattr(args, key)
+    if args.no_progress:
+        train_values["progress"] = False
+    cfg = TrainConfig(**train_values)
+    if cfg.epochs < 1 and cfg.steps < 1:
+        raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
+    dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
+    run_dir = Path(args.out) if args.out else _free_run_dir(args.model, args.data)
+    if (run_dir / CONFIG).exists():
+        raise DgmError(f"{run_dir} already holds a run; continue it with `dgm resume {run_dir}` "
+                       "or choose another --out")
+    torch.manual_seed(cfg.seed)
+    model = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
+                                                            "name": args.model}))
+    if world()[0] == 0:
+        write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": args.data_dir}, cfg)
+    _train(model, dataset, cfg, run_dir, resume=False)
+
+
+def cmd_resume(args) -> None:
+    from dgm.runs import build_model, load_data, read_config, train_config, write_config
+    from dgm.train.trainer import CHECKPOINT
+
+    run_dir = Path(args.run)
+    config = read_config(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise DgmError(f"{run_dir} has no checkpoint.safetensors to resume from; train it again with `dgm train`")
+    cfg = train_config(config)
+    if args.epochs is not None:
+        cfg.epochs, cfg.steps = args.epochs, 0
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.no_progress:
+        cfg.progress = False
+    dataset = load_data(config, args.data_dir)
+    model = build_model(config)
+    write_config(run_dir, model, config["data"], cfg)
+    _train(model, dataset, cfg, run_dir, resume=True)
+
+
+def cmd_sample(args) -> None:
+    import dgm
+    from dgm import viz
+
+    model = dgm.load(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "samples.png"
+    if args.n < 1:
+        raise DgmError(f"--n must be at least 1, got {args.n}")
+    viz.samples(model, out, n=args.n, seed=args.seed)
+    print(out)
+
+
+def cmd_eval(args) -> None:
+    import dgm
+    from dgm.evaluate import likelihood_metrics
+    from dgm.runs import load_data, read_config
+
+    config = read_config(Path(args.run))
+    model = dgm.load(args.run)
+    if args.data:
+        from dgm.data import load_dataset
+
+        dataset = load_dataset(args.data, data_dir=args.data_dir)
+        if tuple(dataset.shape) != tuple(model.cfg.data_shape):
+            raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
+                           f"'{args.data}' has {tuple(dataset.shape)}")
+    else:
+        dataset = load_data(config, args.data_dir)
+    results: dict[str, Any] = {"run": str(args.run), "split": args.split}
+    results.update(likelihood_metrics(model, dataset, args.split, k=args.k, n_examples=args.n_examples,
+                                      seed=args.seed, progress=not args.json))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+
+
+def cmd_plot(args) -> None:
+    import torch
+
+    import dgm
+    from dgm import viz
+    from dgm.runs import load_data, read_config
+
+    config = read_config(Path(args.run))
+    model = dgm.load(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / f"{args.kind}.png"
+    if args.kind == "manifold":
+        viz.manifold(model, out)
+    else:
+        dataset = load_data(config, args.data_dir)
+        test = dataset.test
+        if args.kind == "embedding":
+            idx = torch.linspace(0, len(test) - 1, min(len(test), args.n)).long()
+            viz.embedding(model, dataset.to_float(test.x[idx]), None if test.y is None else test.y[idx], out)
+        else:
+            g = torch.Generator().manual_seed(args.seed)
+            idx = torch.randperm(len(test), generator=g)[:16]
+            x = dataset.to_float(test.x[idx])
+            if args.kind == "interpolate":
+                viz.interpolations(model, x[:8], x[8:], out, mode=args.mode)
+            else:
+                viz.traversal(model, x, out)
+    print(out)
+
+
+def cmd_zoo(args) -> None:
+    from dgm.models import capabilities, model_entries
+
+    rows = [(e.name, e.family, ",".join(e.seeds), " ".join(capabilities(e.model_cls)), e.description)
+            for e in model_entries()]
+    if args.json:
+        print(json.dumps([dict(zip(("name", "family", "seeds", "capabilities", "description"), r)) for r in rows]))
+        return
+    _table(("model", "family", "seeds", "capabilities", "description"), rows)
+
+
+def cmd_data(args) -> None:
+    from dgm.data import data_root, dataset_specs
+
+    root = data_root(args.data_dir)
+    rows = [(s.name, "x".join(map(str, s.shape)), str(s.num_classes or "-"), str(s.levels),
+             "yes" if s.available(root) else "no", s.description) for s in dataset_specs()]
+    rows += [("folder:PATH", "any", "subfolders", "256", "yes", "a folder of images, one subfolder per class"),
+             ("npz:PATH", "any", "y_*", "256", "yes", "arrays x_train, x_test [, x_valid, y_*] in an .npz")]
+    _table(("dataset", "shape", "classes", "levels", "offline", "description"), rows)
+
+
+def _table(header, rows) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dgm", description="Deep generative models: train, sample, evaluate, plot.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    z = sub.add_parser("zoo", help="list every model, its family, seed lecture and capabilities")
+    z.add_argument("--json", action="store_true")
+    z.set_defaults(func=cmd_zoo)
+
+    d = sub.add_parser("data", help="datasets: `dgm data list`")
+    d.add_argument("action", choices=["list"])
+    d.add_argument("--data-dir", help="folder with local dataset files (default $DGM_DATA_DIR)")
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train a model and write a run folder")
+    t.add_argument("model", help="a name from `dgm zoo`")
+    t.add_argument("options", nargs="*", help="config fields as key=value (latent_dim=2 lr=1e-3 ...)")
+    t.add_argument("--data", default="digits", help="dataset name, folder:PATH or npz:PATH (default digits)")
+    t.add_argument("--data-dir", help="folder with local dataset files (default $DGM_DATA_DIR)")
+    t.add_argument("--binarize", default="none", choices=["none", "dynamic"],
+                   help="dynamic: resample a Bernoulli binarization of every batch")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--steps", type=int, help="total optimizer steps (overrides --epochs)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto (default), cpu, cuda")
+    t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    r.add_argument("run")
+    r.add_argument("--epochs", type=int, help="new total number of epochs")
+    r.add_argument("--steps", type=int, help="new total number of steps")
+    r.add_argument("--data-dir")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_resume)
+
+    s = sub.add_parser("sample", help="write a grid of samples")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG file (default RUN/samples.png)")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="every metric the model supports")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")
+    e.add_argument("--n-examples", type=int, help="evaluate an evenly strided subset of this size")
+    e.add_argument("--data", help="evaluate on another dataset of the same shape")
+    e.add_argument("--data-dir")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="pictures of a latent model")
+    pl.add_argument("run")
+    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding"])
+    pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
+    pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out")
+    pl.add_argument("--data-dir")
+    pl.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DgmError as e:
+        print(f"dgm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dgm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Dataset registry: every dataset lives in memory as uint8 tensors with fixed splits.
+
+Batches are indexed straight from the tensors and converted to float per batch
+(`Dataset.to_float`), so there is no per-sample Python work in a training loop.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dgm.errors import DgmError
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 [N, C, H, W], values in 0 .. levels-1 (or 0..255 scaled, see Dataset.levels)
+    y: torch.Tensor | None = None  # int64 [N] class labels, if the dataset has them
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Dataset:
+    """A dataset with fixed train / valid / test splits held as uint8 tensors.
+
+    Pixel values are integers 0 .. levels-1: `levels` is 2 for binary data, 17 for
+    scikit-learn's digits, 256 for 8-bit images. `to_float` maps them to [0, 1]; with
+    `binarize="dynamic"` every call draws a fresh Bernoulli binarization.
+    """
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+    levels: int
+    num_classes: int | None = None
+    binarize: str = "none"  # "none" | "dynamic"
+    class_names: list[str] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def model_levels(self) -> int:
+        """The number of pixel values a model sees (2 after binarization)."""
+        return 2 if self.binarize == "dynamic" else self.levels
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "valid", "test"):
+            raise DgmError(f"unknown split '{name}'; choose train, valid or test")
+        return getattr(self, name)
+
+    def to_float(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 pixels -> float32 in [0, 1]; dynamic binarization samples x ~ Bernoulli(pixel)."""
+        xf = x.to(torch.float32) / (self.levels - 1)
+        if self.binarize == "dynamic":
+            xf = torch.bernoulli(xf, generator=generator)
+        return xf
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "levels": self.model_levels,
+            "num_classes": self.num_classes,
+            "binarize": self.binarize,
+            "sizes": [len(self.train), len(self.valid), len(self.test)],
+        }
+
+
+@dataclass
+class DatasetSpec:
+    """A registered dataset: how to load it and what it looks like before loading."""
+
+    name: str
+    loader: Callable[[Path | None], Dataset]  # data_dir (None = default search) -> Dataset
+    shape: tuple[int, int, int]
+    num_classes: int | None
+    levels: int
+    description: str
+    available: Callable[[Path | None], bool] = field(default=lambda data_dir: True)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def dataset_specs() -> list[DatasetSpec]:
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def data_root(data_dir: str | Path | None = None) -> Path | None:
+    """The local data folder the user pointed at: --data-dir, else $DGM_DATA_DIR, else None."""
+    if data_dir is None:
+        data_dir = os.environ.get("DGM_DATA_DIR")
+    return Path(data_dir).expanduser() if data_dir else None
+
+
+def cache_dir() -> Path:
+    """Where downloads are cached: $DGM_CACHE_DIR, else $XDG_CACHE_HOME/dgm, else ~/.cache/dgm."""
+    if os.environ.get("DGM_CACHE_DIR"):
+        return Path(os.environ["DGM_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "dgm"
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, binarize: str = "none") -> Dataset:
+    """Load a dataset by registry name, or `folder:PATH` / `npz:PATH` for the user's own data."""
+    _ensure_loaded()
+    if binarize not in ("none", "dynamic"):
+        raise DgmError(f"unknown binarize option '{binarize}'; choose none or dynamic")
+    root = data_root(data_dir)
+    prefix, _, path = name.partition(":")
+    if path and prefix in _PATH_LOADERS:
+        ds = _PATH_LOADERS[prefix](Path(path).expanduser())
+    elif name in _REGISTRY:
+        ds = _REGISTRY[name].loader(root)
+    else:
+        known = ", ".join(sorted(_REGISTRY)) + ", folder:PATH, npz:PATH"
+        raise DgmError(f"unknown dataset '{name}'; choose one of {known} (see `dgm data list`)")
+    if binarize == "dynamic":
+        if ds.levels == 2:
+            raise DgmError(f"dataset '{name}' is already binary; drop binarize=dynamic")
+        ds.binarize = "dynamic"
+    return ds
+
+
+_PATH_LOADERS: dict[str, Callable[[Path], Dataset]] = {}
+
+
+def register_path_loader(prefix: str, loader: Callable[[Path], Dataset]) -> None:
+    _PATH_LOADERS[prefix] = loader
+
+
+def split_by_permutation(x: torch.Tensor, y: torch.Tensor | None, fractions=(0.8, 0.1), seed: int = 0):
+    """Fixed, seeded train / valid / test split for datasets that ship without one."""
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train = int(round(fractions[0] * n))
+    n_valid = int(round(fractions[1] * n))
+    parts = perm[:n_train], perm[n_train : n_train + n_valid], perm[n_train + n_valid :]
+    return [Split(x[p], None if y is None else y[p]) for p in parts]
+
+
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from dgm.data import digits, sources  # noqa: F401  (registers the datasets)
+
+
+__all__ = [
+    "Dataset",
+    "DatasetSpec",
+    "Split",
+    "cache_dir",
+    "data_root",
+    "dataset_specs",
+    "load_dataset",
+    "register_dataset",
+    "register_path_loader",
+    "split_by_permutation",
+]

@@ -1,0 +1,155 @@
+"""Model registry and the config base class.
+
+Every model is an nn.Module built from a JSON-serialisable config dataclass. What a
+model can do is told by the methods it has (see ARCHITECTURE in README): `loss` or
+`optimizers` + `train_step` for training, `sample`, and optionally `encode`/`decode`,
+`elbo`/`iwae`, `log_prob`. Nothing in dgm compares model names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from dgm.errors import DgmError
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model has; `data_shape`, `levels` and `num_classes` come from the dataset."""
+
+    name: str = ""
+    data_shape: tuple[int, int, int] = (1, 28, 28)
+    levels: int = 256
+    num_classes: int | None = None
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    config_cls: type
+    model_cls: type
+    family: str
+    seeds: tuple[str, ...]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# Methods that make up the protocol; `dgm zoo` lists which a model has.
+CAPABILITIES = ("loss", "train_step", "sample", "encode", "decode", "elbo", "iwae", "log_prob")
+
+
+def register_model(name: str, config_cls: type, family: str, seeds: tuple[str, ...], description: str):
+    def wrap(model_cls: type) -> type:
+        _REGISTRY[name] = ModelEntry(name, config_cls, model_cls, family, seeds, description)
+        return model_cls
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    from dgm.models import vae  # noqa: F401  (registers)
+
+
+def model_entries() -> list[ModelEntry]:
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise DgmError(f"unknown model '{name}'; choose one of {', '.join(sorted(_REGISTRY))} (see `dgm zoo`)")
+    return _REGISTRY[name]
+
+
+def capabilities(model_or_cls: Any) -> list[str]:
+    return [c for c in CAPABILITIES if callable(getattr(model_or_cls, c, None))]
+
+
+def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_cls)}
+
+
+def parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parse a command-line string into the type a config field declares."""
+    hints = [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        hints = [a for a in typing.get_args(annotation)]
+    if type(None) in hints and text.lower() in ("none", "null"):
+        return None
+    for hint in hints:
+        if hint is type(None):
+            continue
+        try:
+            return _parse_as(text, hint)
+        except (ValueError, TypeError):
+            continue
+    raise DgmError(f"invalid value '{text}' for {key}; expected {_type_name(annotation)}")
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _parse_as(text: str, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if hint is int:
+        return int(text)
+    if hint is float:
+        return float(text)
+    if hint is str:
+        return text
+    if origin in (list, tuple):
+        (elem,) = set(typing.get_args(hint)) - {Ellipsis} or {str}
+        items = [t for t in text.replace("[", "").replace("]", "").split(",") if t.strip()]
+        return origin(_parse_as(t.strip(), elem) for t in items)
+    raise TypeError(hint)
+
+
+def build_config(config_cls: type, values: dict[str, Any]) -> Any:
+    """Make a config from JSON values (lists become tuples where the field is a tuple)."""
+    fields = config_fields(config_cls)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise DgmError(f"unknown option(s) {', '.join(sorted(unknown))} for {config_cls.__name__}")
+    kwargs = {}
+    hints = typing.get_type_hints(config_cls)
+    for k, v in values.items():
+        if isinstance(v, list) and typing.get_origin(hints[k]) is tuple:
+            v = tuple(v)
+        kwargs[k] = v
+    return config_cls(**kwargs)
+
+
+def create_model(name: str, values: dict[str, Any] | None = None) -> nn.Module:
+    entry = get_entry(name)
+    cfg = build_config(entry.config_cls, {**(values or {}), "name": name})
+    return entry.model_cls(cfg)
+
+
+__all__ = [
+    "CAPABILITIES",
+    "ModelConfig",
+    "ModelEntry",
+    "build_config",
+    "capabilities",
+    "config_fields",
+    "create_model",
+    "get_entry",
+    "model_entries",
+    "parse_value",
+    "register_model",
+    "field",
+]

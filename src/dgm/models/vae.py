@@ -1,0 +1,141 @@
+"""Variational autoencoder (seeds 000, 001, 002, 004) with the IWAE bound (seed 004).
+
+    ELBO(x)   = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))               <= log p(x)
+    IWAE_k(x) = E[log 1/k sum_s p(x, z_s) / q(z_s|x)],  z_s ~ q(z|x)    ELBO <= IWAE_k <= IWAE_k+1 <= log p(x)
+
+q(z|x) = N(mu(x), diag sigma^2(x)) with z = mu + sigma * eps (reparameterization trick),
+p(z) = N(0, I), and p(x|z) one of the likelihoods in `dgm.distributions`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import distributions as D
+from torch import nn
+
+from dgm.distributions import make_likelihood, standard_normal_log_prob
+from dgm.errors import DgmError
+from dgm.models import ModelConfig, register_model
+from dgm.nn import MLP, ConvDecoder, ConvEncoder
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    architecture: str = "mlp"  # mlp | conv
+    hidden_dims: tuple[int, ...] = (400,)  # MLP widths (the decoder mirrors them)
+    conv_channels: tuple[int, ...] = (32, 64)  # stride-2 conv widths (the decoder mirrors them)
+    latent_dim: int = 20
+    activation: str = "relu"
+    likelihood: str = "auto"  # auto | bernoulli | gaussian | laplace | categorical
+    learned_scale: bool = False  # Gaussian/Laplace: decoder predicts a per-pixel scale
+    scale: float = 0.1  # Gaussian/Laplace fixed scale
+    beta: float = 1.0  # weight of the KL term (beta-VAE); 1 gives the ELBO
+    kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to beta over these steps
+    objective: str = "elbo"  # elbo | iwae
+    n_samples: int = 1  # z samples per example in the training objective (k for iwae)
+    chunk_size: int = 65536  # most (sample x example) pairs per decoder call in iwae()
+
+
+@register_model("vae", VAEConfig, family="vae", seeds=("000", "001", "002", "004"),
+                description="Variational autoencoder, MLP or conv, ELBO or IWAE objective")
+class VAE(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        if cfg.objective not in ("elbo", "iwae"):
+            raise DgmError(f"unknown objective '{cfg.objective}'; choose elbo or iwae")
+        if cfg.architecture not in ("mlp", "conv"):
+            raise DgmError(f"unknown architecture '{cfg.architecture}'; choose mlp or conv")
+        if cfg.latent_dim < 1 or cfg.n_samples < 1:
+            raise DgmError("latent_dim and n_samples must be at least 1")
+        self.cfg = cfg
+        c, h, w = cfg.data_shape
+        self.likelihood = make_likelihood(cfg.likelihood, c, cfg.levels, cfg.learned_scale, cfg.scale)
+        out_channels = self.likelihood.params_per_pixel * c
+        if cfg.architecture == "mlp":
+            self.encoder = nn.Sequential(nn.Flatten(-3), MLP(c * h * w, list(cfg.hidden_dims), 2 * cfg.latent_dim,
+                                                             cfg.activation))
+            self.decoder = nn.Sequential(MLP(cfg.latent_dim, list(cfg.hidden_dims)[::-1], out_channels * h * w,
+                                             cfg.activation), nn.Unflatten(-1, (out_channels, h, w)))
+        else:
+            self.encoder = ConvEncoder(cfg.data_shape, list(cfg.conv_channels), 2 * cfg.latent_dim, cfg.activation)
+            self.decoder = ConvDecoder(cfg.latent_dim, cfg.data_shape, list(cfg.conv_channels), out_channels,
+                                       cfg.activation)
+
+    # --- the model's parts -------------------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> D.Normal:
+        """q(z|x) = N(mu(x), diag sigma^2(x)), batch shape [B, latent_dim]."""
+        mu, log_var = self.encoder(x).chunk(2, dim=-1)
+        return D.Normal(mu, torch.exp(0.5 * log_var))
+
+    def log_px_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) for z [..., B, D] and x [B, C, H, W] -> [..., B]."""
+        return self.likelihood.log_prob(self.decoder(z), x)
+
+    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for k samples z_s ~ q(z|x): [k, B]."""
+        q = self.posterior(x)
+        z = q.rsample((k,))
+        return self.log_px_z(z, x) + standard_normal_log_prob(z) - q.log_prob(z).sum(-1)
+
+    # --- capabilities ------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean, used as the code of x."""
+        return self.posterior(x).mean
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean image of p(x|z), in [0, 1]."""
+        return self.likelihood.mean(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean images of p(x|z) for z ~ p(z) = N(0, I)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
+        return self.decode(z)
+
+    def elbo_terms(self, x: torch.Tensor, n_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q[log p(x|z)] by Monte Carlo over n_samples, KL(q(z|x) || p(z)) in closed form), each [B]."""
+        q = self.posterior(x)
+        z = q.rsample((n_samples,))
+        log_px_z = self.log_px_z(z, x).mean(0)
+        kl = D.kl_divergence(q, D.Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))).sum(-1)
+        return log_px_z, kl
+
+    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), nats per example: [B]."""
+        log_px_z, kl = self.elbo_terms(x, n_samples)
+        return log_px_z - kl
+
+    def iwae(self, x: torch.Tensor, k: int, chunk_size: int | None = None) -> torch.Tensor:
+        """IWAE_k(x) = log 1/k sum_s w_s, batched over examples and samples: [B].
+
+        Samples are drawn in chunks of at most `chunk_size` (sample x example) pairs and
+        combined with a running log-sum-exp, so memory does not grow with k.
+        """
+        per_chunk = max(1, (chunk_size or self.cfg.chunk_size) // x.shape[0])
+        total = None
+        for start in range(0, k, per_chunk):
+            lse = torch.logsumexp(self.log_weights(x, min(per_chunk, k - start)), dim=0)
+            total = lse if total is None else torch.logaddexp(total, lse)
+        return total - math.log(k)
+
+    def kl_weight(self, step: int | None) -> float:
+        """beta, ramped up linearly over kl_warmup_steps (full weight when step is None)."""
+        if step is None or self.cfg.kl_warmup_steps <= 0:
+            return self.cfg.beta
+        return self.cfg.beta * min(1.0, (step + 1) / self.cfg.kl_warmup_steps)
+
+    def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
+        """-ELBO (with beta and warm-up) or -IWAE_k, averaged over the batch; terms in nats."""
+        x = batch[0]
+        if self.cfg.objective == "iwae":
+            bound = self.iwae(x, self.cfg.n_samples)
+            return {"loss": -bound.mean(), "iwae": bound.mean().detach()}
+        log_px_z, kl = self.elbo_terms(x, self.cfg.n_samples)
+        loss = -(log_px_z - self.kl_weight(step) * kl).mean()
+        return {"loss": loss, "elbo": (log_px_z - kl).mean().detach(), "log_px_z": log_px_z.mean().detach(),
+                "kl": kl.mean().detach()}

@@ -1,0 +1,336 @@
+"""One training loop for every model family.
+
+The trainer knows a model only through its protocol:
+- `loss(batch, step) -> {"loss": ..., other scalars}`: one optimizer, built here; or
+- `optimizers(train_cfg) -> {name: optimizer}` and `train_step(batch, optimizers, step) -> dict`:
+  the model runs its own alternating updates (GANs: critic steps, clipping, penalties).
+
+Everything random in a step is seeded from (seed, rank, step), and each epoch's order from
+(seed, epoch), so a run stopped at any checkpoint and resumed ends bitwise identical on CPU
+to one never stopped, and the checkpoint needs no RNG state. Under torchrun each rank takes
+every world_size-th example of the global batch and gradients are averaged across ranks
+before every optimizer step (the same arithmetic as DistributedDataParallel, for any number
+of optimizers); only rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dgm import io
+from dgm.data import Dataset
+from dgm.errors import DgmError, DivergenceError
+from dgm.train import distributed as ddp
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    steps: int = 0  # total optimizer steps; overrides epochs when > 0
+    batch_size: int = 128  # per process
+    optimizer: str = "adam"  # adam | adamax
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # constant | cosine | exponential
+    lr_decay: float = 1.0  # exponential schedule: factor per epoch
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables
+    early_stopping: int = 0  # patience in epochs without improvement of valid `monitor`; 0 disables
+    monitor: str = "loss"  # validation metric to minimise (early stopping, best weights)
+    checkpoint_every: int = 0  # also checkpoint every this many steps; 0 = at epoch ends only
+    log_every: int = 0  # also log train averages every this many steps; 0 = per epoch
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA, then CPU) | cpu | cuda | cuda:N
+    tensorboard: bool = False
+    progress: bool = True
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DgmError(f"device '{name}' was asked for but CUDA is not available; use device=auto or device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DgmError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+    if cfg.optimizer not in kinds:
+        raise DgmError(f"unknown optimizer '{cfg.optimizer}'; choose adam or adamax")
+    return kinds[cfg.optimizer](params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    best_metric: float = math.inf
+    best_step: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    dataset: Dataset
+    cfg: TrainConfig
+    out_dir: Path | None = None
+    callbacks: list[Callable[["Trainer"], None]] = field(default_factory=list)
+
+    def __post_init__(self):
+        torch.set_flush_denormal(True)  # border pixels' sigmoids underflow into slow denormals otherwise
+        self.rank, self.world_size, local_rank = ddp.world()
+        self.device = select_device(self.cfg.device, local_rank)
+        ddp.init(self.device)
+        self.model.to(self.device)
+        if ddp.is_distributed():
+            ddp.broadcast_module(self.model)
+        self.out_dir = Path(self.out_dir) if self.out_dir else None
+        self.is_writer = self.rank == 0 and self.out_dir is not None
+        self.state = TrainerState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        if callable(getattr(self.model, "train_step", None)):
+            self.optimizers = self.model.optimizers(self.cfg)
+        elif callable(getattr(self.model, "loss", None)):
+            self.optimizers = {"model": make_optimizer(self.model.parameters(), self.cfg)}
+        else:
+            raise DgmError(f"{type(self.model).__name__} has neither loss() nor train_step(); it cannot be trained")
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+            opt.register_step_pre_hook(self._before_optimizer_step)
+        split = self.dataset.train
+        self.train_x = split.x.to(self.device)
+        self.train_y = split.y.to(self.device) if split.y is not None else None
+        global_batch = self.cfg.batch_size * self.world_size
+        n = len(split)
+        if n < global_batch and self.world_size > 1:
+            raise DgmError(f"the training set has {n} examples, fewer than one global batch of {global_batch}")
+        # one process keeps the last short batch; several drop it so every rank has the same count
+        self.steps_per_epoch = math.ceil(n / global_batch) if self.world_size == 1 else n // global_batch
+        self.total_steps = self.cfg.steps if self.cfg.steps > 0 else self.cfg.epochs * self.steps_per_epoch
+
+    # --- one optimizer step ------------------------------------------------------------------
+    def _before_optimizer_step(self, opt, args, kwargs) -> None:
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if ddp.is_distributed():
+            ddp.average_gradients(params)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        factor = self._lr_factor(self.state.step)
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+
+    def _lr_factor(self, step: int) -> float:
+        if self.cfg.lr_schedule == "constant":
+            return 1.0
+        if self.cfg.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / max(1, self.total_steps)))
+        if self.cfg.lr_schedule == "exponential":
+            return self.cfg.lr_decay ** (step / self.steps_per_epoch)
+        raise DgmError(f"unknown lr_schedule '{self.cfg.lr_schedule}'; choose constant, cosine or exponential")
+
+    def _step_seed(self, step: int) -> int:
+        return (self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """This rank's share of the global batch for `step`: a fixed function of (seed, step)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        perm = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(self.cfg.seed * 7_919 + epoch))
+        g = self.cfg.batch_size * self.world_size
+        return perm[i * g : (i + 1) * g][self.rank :: self.world_size].to(self.device)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(self._step_seed(step))
+        idx = self.batch_indices(step)
+        batch = (self.dataset.to_float(self.train_x[idx]), None if self.train_y is None else self.train_y[idx])
+        self.model.train()
+        if not callable(getattr(self.model, "train_step", None)):
+            opt = self.optimizers["model"]
+            out = self.model.loss(batch, step)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            return out
+        return self.model.train_step(batch, self.optimizers, step)
+
+    # --- validation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean of the model's loss terms on the validation split (full objective, fixed noise)."""
+        if not callable(getattr(self.model, "loss", None)) or len(self.dataset.valid) == 0:
+            return {}
+        self.model.eval()
+        torch.manual_seed(self.cfg.seed + 12_345)
+        sums: dict[str, float] = {}
+        valid = self.dataset.valid
+        n = len(valid)
+        bs = 4 * self.cfg.batch_size
+        for start in range(0, n, bs):
+            x = self.dataset.to_float(valid.x[start : start + bs].to(self.device))
+            y = valid.y[start : start + bs].to(self.device) if valid.y is not None else None
+            out = self.model.loss((x, y), None)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
+        return {k: v / n for k, v in sums.items()}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def save_checkpoint(self) -> None:
+        """Weights, optimizer states and counters in one safetensors file, written atomically."""
+        if not self.is_writer:
+            return
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        if self.best_weights is not None:
+            tensors.update({f"best/{k}": v for k, v in self.best_weights.items()})
+        skeletons = {name: io.pack_state(opt.state_dict(), tensors, f"opt/{name}")
+                     for name, opt in self.optimizers.items()}
+        meta = {"trainer": json.dumps(asdict(self.state)), "optimizers": json.dumps(skeletons)}
+        # model.safetensors holds the best weights on the validation monitor (the latest without one)
+        io.save_tensors(self.out_dir / WEIGHTS, self.best_weights or self.model.state_dict())
+        io.save_tensors(self.out_dir / CHECKPOINT, tensors, metadata=meta)
+
+    def load_checkpoint(self, path: Path) -> None:
+        tensors, meta = io.load_tensors(path)
+        try:
+            skeletons = json.loads(meta["optimizers"])
+            state = TrainerState(**json.loads(meta["trainer"]))
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+            best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best/")}
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(io.unpack_state(skeletons[name], tensors))
+        except (KeyError, TypeError, RuntimeError, ValueError, json.JSONDecodeError) as e:
+            raise DgmError(f"{path} does not match this model ({type(e).__name__}: {str(e)[:200]}); "
+                           "it may come from another model or dgm version") from None
+        self.state = state
+        self.best_weights = best or None
+
+    # --- logging --------------------------------------------------------------------------------
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.is_writer:
+            return
+        with open(self.out_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+        path = self.out_dir / METRICS if self.out_dir else None
+        if not self.is_writer or not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.state.step]
+        io.atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def _open_tensorboard(self):
+        if not (self.cfg.tensorboard and self.is_writer):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise DgmError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # --- the loop -------------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.state.step // self.steps_per_epoch
+
+    def fit(self, resume_from: Path | None = None) -> dict[str, Any]:
+        """Train until `total_steps` (or early stopping); returns a summary."""
+        from tqdm.auto import tqdm
+
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+            self._truncate_metrics()
+        self.tb = self._open_tensorboard()
+        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not (self.cfg.progress and self.rank == 0),
+                   unit="step", dynamic_ncols=True, mininterval=0.5)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        last_good = self.state.step
+        t0 = time.perf_counter()
+        try:
+            while self.state.step < self.total_steps and not self.state.stopped_early:
+                step = self.state.step
+                out = self.train_step(step)
+                for k, v in out.items():
+                    v = v.detach()
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                count += 1
+                self.state.step = step + 1
+                bar.update(1)
+                at_epoch_end = self.state.step % self.steps_per_epoch == 0 or self.state.step == self.total_steps
+                at_log = self.cfg.log_every > 0 and self.state.step % self.cfg.log_every == 0
+                at_ckpt = self.cfg.checkpoint_every > 0 and self.state.step % self.cfg.checkpoint_every == 0
+                if count % 25 == 0 or at_epoch_end or at_log or at_ckpt:
+                    means = {k: float(v) / count for k, v in sums.items()}
+                    if not all(math.isfinite(v) for v in means.values()):
+                        bad = ", ".join(k for k, v in means.items() if not math.isfinite(v))
+                        raise DivergenceError(
+                            f"training diverged: {bad} became NaN or infinite before step {self.state.step}; "
+                            f"the last good checkpoint (step {last_good}) is kept — lower lr or set grad_clip=1.0 "
+                            "and start again or resume")
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
+                if not (at_epoch_end or at_log or at_ckpt):
+                    continue
+                self.state.elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                record = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,
+                          "time": round(self.state.elapsed, 3), "lr": self._lr_factor(step) * self.cfg.lr}
+                record.update({f"train/{k}": v for k, v in means.items()})
+                sums, count = {}, 0
+                if at_epoch_end:
+                    record.update({f"valid/{k}": v for k, v in self.validate().items()})
+                    self._track_best(record)
+                self.log(record)
+                if at_epoch_end or at_ckpt:
+                    self.save_checkpoint()
+                    last_good = self.state.step
+                if at_epoch_end:
+                    for callback in self.callbacks:
+                        callback(self)
+                t0 = time.perf_counter()
+        except KeyboardInterrupt:
+            raise DgmError(f"interrupted at step {self.state.step}; the checkpoint of step {last_good} is kept — "
+                           "continue with `dgm resume RUN`") from None
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.close()
+        return {"steps": self.state.step, "epochs": self.state.step / self.steps_per_epoch,
+                "seconds": self.state.elapsed, "best_metric": self.state.best_metric,
+                "best_step": self.state.best_step, "stopped_early": self.state.stopped_early}
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        key = f"valid/{self.cfg.monitor}"
+        if key not in record:
+            return
+        value = record[key]
+        if value < self.state.best_metric:
+            self.state.best_metric, self.state.best_step, self.state.bad_epochs = value, self.state.step, 0
+            self.best_weights = self._weights()
+        else:
+            self.state.bad_epochs += 1
+            if 0 < self.cfg.early_stopping <= self.state.bad_epochs:
+                self.state.stopped_early = True

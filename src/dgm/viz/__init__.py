@@ -1,0 +1,135 @@
+"""Pictures: sample grids, reconstructions, interpolations, traversals, the 2-D manifold, embeddings.
+
+Each function asks the model for the capability it needs (`sample`, `encode`/`decode`)
+and writes one PNG.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dgm.errors import DgmError
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 28) -> Path:
+    """Write images [N, C, H, W] in [0, 1] as a grid; tiny images are enlarged (nearest) to stay visible."""
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu().clamp(0, 1)
+    scale = max(1, -(-min_size // images.shape[-1]))
+    if scale > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, str(path), nrow=nrow, padding=2, pad_value=0.5)
+    return path
+
+
+def require(model: nn.Module, *methods: str) -> None:
+    missing = [m for m in methods if not callable(getattr(model, m, None))]
+    if missing:
+        raise DgmError(f"{type(model).__name__} has no {', '.join(missing)}(), so it cannot make this picture")
+
+
+@torch.no_grad()
+def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0) -> Path:
+    """A grid of samples from fixed noise (the same seed gives the same z every epoch)."""
+    require(model, "sample")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return save_grid(model.sample(n, generator=generator), path, nrow=int(n ** 0.5))
+
+
+@torch.no_grad()
+def reconstructions(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """Rows of originals, each followed by a row of their reconstructions."""
+    require(model, "encode", "decode")
+    recon = model.decode(model.encode(x))
+    nrow = 8
+    rows = []
+    for start in range(0, x.shape[0], nrow):
+        rows += [x[start : start + nrow], recon[start : start + nrow]]
+    return save_grid(torch.cat(rows), path, nrow=nrow)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between codes a and b [D] at fractions t [T] -> [T, D]."""
+    a_n, b_n = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_n * b_n).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolations(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, path: Path, steps: int = 10,
+                   mode: str = "slerp") -> Path:
+    """Each row decodes codes on the path from encode(x_a[i]) to encode(x_b[i])."""
+    require(model, "encode", "decode")
+    if mode not in ("lerp", "slerp"):
+        raise DgmError(f"unknown interpolation '{mode}'; choose lerp or slerp")
+    za, zb = model.encode(x_a), model.encode(x_b)
+    t = torch.linspace(0, 1, steps, device=za.device)
+    rows = []
+    for a, b in zip(za, zb):
+        z = slerp(a, b, t) if mode == "slerp" else a + t[:, None] * (b - a)
+        rows.append(model.decode(z))
+    return save_grid(torch.cat(rows), path, nrow=steps)
+
+
+@torch.no_grad()
+def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, span: float = 3.0,
+              max_dims: int = 16) -> Path:
+    """Row d varies latent dimension d of encode(x) from -span to +span, the others fixed."""
+    require(model, "encode", "decode")
+    z0 = model.encode(x[:1])[0]
+    dims = min(z0.shape[0], max_dims)
+    values = torch.linspace(-span, span, steps, device=z0.device)
+    z = z0.repeat(dims, steps, 1)
+    for d in range(dims):
+        z[d, :, d] = values
+    return save_grid(model.decode(z.reshape(dims * steps, -1)), path, nrow=steps)
+
+
+@torch.no_grad()
+def manifold(model: nn.Module, path: Path, n: int = 20) -> Path:
+    """Decode a grid of 2-D codes at evenly spaced quantiles of N(0, 1) (seed 001's data manifold)."""
+    from scipy.stats import norm
+
+    require(model, "decode")
+    latent_dim = getattr(model.cfg, "latent_dim", None)
+    if latent_dim != 2:
+        raise DgmError(f"the manifold picture needs latent_dim=2, this model has {latent_dim}; "
+                       "train with latent_dim=2")
+    q = torch.tensor(norm.ppf(torch.linspace(0.05, 0.95, n).numpy()), dtype=torch.float32)
+    device = next(model.parameters()).device
+    z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij")[::-1], -1).reshape(-1, 2).to(device)
+    return save_grid(model.decode(z), path, nrow=n, min_size=16)
+
+
+@torch.no_grad()
+def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, seed: int = 0) -> Path:
+    """Test codes in 2-D (the codes themselves when latent_dim=2, else t-SNE), coloured by label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    require(model, "encode")
+    z = model.encode(x).cpu().numpy()
+    method = "latent code"
+    if z.shape[1] > 2:
+        from sklearn.manifold import TSNE
+
+        z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(30, len(z) - 1)).fit_transform(z)
+        method = "t-SNE of latent codes"
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    colours = None if y is None else y.cpu().numpy()
+    sc = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)
+    if y is not None:
+        fig.colorbar(sc, ax=ax, ticks=range(int(y.max()) + 1))
+    ax.set_title(f"{method}, {len(z)} test images")
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
