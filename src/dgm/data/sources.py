@@ -159,7 +159,10 @@ def _missing_error(dataset: str, missing: Sequence[Resource], roots: list[tuple[
     no_user_dir = "" if any(not is_cache for _, is_cache in roots) else " (no --data-dir or DGM_DATA_DIR was given)"
     alt = f" (also accepted: {_join(alternatives, 'and')})" if alternatives else ""
     many = len(missing) > 1
-    were, put, them = ("were", "the files, with exactly these names,", "them") if many else ("was", "it, with exactly this name,", "it")
+    if many:
+        were, put, them = "were", "the files, with exactly these names,", "them"
+    else:
+        were, put, them = "was", "it, with exactly this name,", "it"
     msg = (
         f"Dataset '{dataset}' needs {names}{alt}, which {were} not found in {_join(folders, 'or')}"
         f"{no_user_dir}, and {reason}. Put {put} in one of those folders, "
@@ -314,11 +317,15 @@ def _idx_resources(folder: str, class_name: str, origin: str) -> tuple[Resource,
     )
 
 
-MNIST_RESOURCES = _idx_resources("MNIST", "MNIST", "torchvision's MNIST mirrors (https://ossci-datasets.s3.amazonaws.com/mnist/)")
+MNIST_RESOURCES = _idx_resources(
+    "MNIST", "MNIST", "torchvision's MNIST mirrors (https://ossci-datasets.s3.amazonaws.com/mnist/)"
+)
 FASHION_RESOURCES = _idx_resources(
     "FashionMNIST", "FashionMNIST", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 )
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+]
 
 
 def _hold_out(x: torch.Tensor, y: torch.Tensor | None, n_valid: int) -> tuple[Split, Split]:
@@ -411,18 +418,29 @@ BINARIZED_RESOURCES = (
     Resource(
         file="binarized_mnist/binarized_mnist.npz",
         fetch=_fetch_binarized,
-        origin=f"binarized_mnist_{{train,valid,test}}.amat at {BINARIZED_URL} (saved as this .npz with keys train, valid, test)",
+        origin=(
+            f"binarized_mnist_{{train,valid,test}}.amat at {BINARIZED_URL} "
+            "(saved as this .npz with keys train, valid, test)"
+        ),
     ),
 )
+
+
+def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, without pickles; raises ValueError for a single-array .npy file."""
+    z = np.load(path, allow_pickle=False)
+    if not hasattr(z, "files"):
+        raise ValueError("it holds a single array (.npy), not named arrays")
+    with z:
+        return {k: z[k] for k in z.files}
 
 
 def read_binarized_npz(path: str | Path) -> dict[str, np.ndarray]:
     """The train / valid / test arrays of a binarized-MNIST .npz, as uint8 [N, 1, 28, 28]."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in BINARIZED_SPLITS if k in z.files}
-    except (OSError, ValueError, EOFError, zlib.error) as e:
-        raise DgmError(f"cannot read {path} ({_one_line(e)}); replace it with a fresh copy") from e
+        arrays = _read_npz(path)
+    except Exception as e:
+        raise DgmError(f"cannot read {path} as an .npz ({_one_line(e)}); replace it with a fresh copy") from e
     out = {}
     for split in BINARIZED_SPLITS:
         a = arrays.get(split)
@@ -671,13 +689,8 @@ def load_npz(path: str | Path) -> Dataset:
     if not path.is_file():
         raise DgmError(f"{name}: {'no such file' if not path.exists() else 'not a file'}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise DgmError(f"{name}: holds a single array (.npy); expected an .npz with {_NPZ_EXPECTED}")
-            arrays = {k: z[k] for k in z.files}
-    except DgmError:
-        raise
-    except Exception as e:  # not a zip, damaged, or holds pickled objects
+        arrays = _read_npz(path)
+    except Exception as e:  # not a zip, a single .npy array, damaged, or holds pickled objects
         raise DgmError(
             f"{name}: cannot read it as an .npz of plain arrays ({_one_line(e)}); expected {_NPZ_EXPECTED}"
         ) from e
@@ -700,12 +713,18 @@ def load_npz(path: str | Path) -> Dataset:
         raise DgmError(f"{name}: the splits have different image shapes {shapes}; they must all be one [C, H, W]")
     if "y_valid" in arrays and "valid" not in x:
         raise DgmError(f"{name}: has y_valid but no x_valid")
-    y = {k[2:]: _npz_labels(name, k, arrays[k], x[k[2:]].shape[0]) for k in ("y_train", "y_valid", "y_test") if k in arrays}
+    y = {
+        k[2:]: _npz_labels(name, k, arrays[k], x[k[2:]].shape[0])
+        for k in ("y_train", "y_valid", "y_test")
+        if k in arrays
+    }
     if "valid" not in x:
         n = x["train"].shape[0]
         n_valid = int(round(0.1 * n))
         if n_valid < 1 or n - n_valid < 1:
-            raise DgmError(f"{name}: x_train has only {n} images, too few to hold out the last 10 % as validation; add x_valid")
+            raise DgmError(
+                f"{name}: x_train has only {n} images, too few to hold out the last 10 % as validation; add x_valid"
+            )
         x["valid"], x["train"] = x["train"][n - n_valid :], x["train"][: n - n_valid]
         if "train" in y:
             y["valid"], y["train"] = y["train"][n - n_valid :], y["train"][: n - n_valid]
@@ -720,7 +739,9 @@ def load_npz(path: str | Path) -> Dataset:
             raise DgmError(f"{name}: levels is {lv.dtype} {lv.reshape(-1)[:3].tolist()}; expected one integer 2 .. 256")
         levels = int(lv.reshape(-1)[0])
         if top >= levels:
-            raise DgmError(f"{name}: a pixel has the value {top}, but levels is {levels} (values must be 0 .. {levels - 1})")
+            raise DgmError(
+                f"{name}: a pixel has the value {top}, but levels is {levels} (values must be 0 .. {levels - 1})"
+            )
     else:
         levels = 2 if top <= 1 else 256
 

@@ -102,6 +102,8 @@ class Trainer:
             ddp.broadcast_module(self.model)
         self.out_dir = Path(self.out_dir) if self.out_dir else None
         self.is_writer = self.rank == 0 and self.out_dir is not None
+        if self.is_writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.state = TrainerState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         if callable(getattr(self.model, "train_step", None)):
@@ -280,9 +282,12 @@ class Trainer:
                 count += 1
                 self.state.step = step + 1
                 bar.update(1)
-                at_epoch_end = self.state.step % self.steps_per_epoch == 0 or self.state.step == self.total_steps
+                # validation and best-weight tracking happen at epoch ends only, so where a run
+                # stops (its last step, a checkpoint) never changes what a longer run does
+                at_epoch_end = self.state.step % self.steps_per_epoch == 0
                 at_log = self.cfg.log_every > 0 and self.state.step % self.cfg.log_every == 0
-                at_ckpt = self.cfg.checkpoint_every > 0 and self.state.step % self.cfg.checkpoint_every == 0
+                at_ckpt = (self.cfg.checkpoint_every > 0 and self.state.step % self.cfg.checkpoint_every == 0
+                           or self.state.step == self.total_steps)
                 if count % 25 == 0 or at_epoch_end or at_log or at_ckpt:
                     means = {k: float(v) / count for k, v in sums.items()}
                     if not all(math.isfinite(v) for v in means.values()):
@@ -307,7 +312,7 @@ class Trainer:
                 if at_epoch_end or at_ckpt:
                     self.save_checkpoint()
                     last_good = self.state.step
-                if at_epoch_end:
+                if at_epoch_end or self.state.step == self.total_steps:
                     for callback in self.callbacks:
                         callback(self)
                 t0 = time.perf_counter()

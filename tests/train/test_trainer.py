@@ -1,0 +1,146 @@
+"""The trainer: exact resume, data-parallel equivalence, divergence guard, early stopping."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import LinearAutoencoder, tiny_dataset
+
+from dgm.errors import DivergenceError
+from dgm.io import load_tensors
+from dgm.models import create_model
+from dgm.train import TrainConfig, Trainer
+from dgm.train.trainer import CHECKPOINT, METRICS, WEIGHTS
+
+HERE = Path(__file__).parent
+
+
+def _vae():
+    torch.manual_seed(0)
+    return create_model("vae", {"data_shape": (1, 4, 4), "levels": 17, "hidden_dims": (32,), "latent_dim": 4})
+
+
+def _run(tmp, resume_from=None, **cfg):
+    model = _vae()
+    trainer = Trainer(model, tiny_dataset(), TrainConfig(batch_size=16, progress=False, device="cpu", **cfg),
+                      out_dir=tmp)
+    trainer.fit(resume_from=resume_from)
+    return model, trainer
+
+
+def _metrics(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in open(path / METRICS)]
+
+
+@pytest.mark.parametrize("first,total", [({"epochs": 2}, {"epochs": 4}),  # stop at an epoch end
+                                         ({"steps": 9, "checkpoint_every": 3}, {"steps": 20, "checkpoint_every": 3})])  # mid-epoch
+def test_stop_and_resume_is_bitwise_identical(tmp_path, first, total):
+    straight, _ = _run(tmp_path / "straight", **total)
+    _run(tmp_path / "stopped", **first)
+    resumed, trainer = _run(tmp_path / "stopped", resume_from=tmp_path / "stopped" / CHECKPOINT, **total)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    ckpt_a, _ = load_tensors(tmp_path / "straight" / CHECKPOINT)
+    ckpt_b, _ = load_tensors(tmp_path / "stopped" / CHECKPOINT)
+    assert ckpt_a.keys() == ckpt_b.keys() and all(torch.equal(ckpt_a[k], ckpt_b[k]) for k in ckpt_a)  # Adam too
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "stopped")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_step_equals_single_process_step_on_the_global_batch(tmp_path):
+    for steps in (1, 3):
+        out = tmp_path / f"ddp{steps}.safetensors"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(out), str(steps)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+        torch.manual_seed(0)
+        single = LinearAutoencoder()
+        Trainer(single, tiny_dataset(), TrainConfig(steps=steps, batch_size=16, lr=0.05, progress=False,
+                                                    device="cpu")).fit()
+        ddp_weights, _ = load_tensors(out)
+        before = LinearAutoencoder()
+        moved = False
+        for name, w in single.state_dict().items():
+            assert torch.allclose(ddp_weights[name], w, atol=1e-6), name
+            moved |= not torch.allclose(w, before.state_dict()[name])
+        assert moved
+
+
+def test_torchrun_cli_writes_one_run_folder(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "dgm", "train", "vae", "--epochs", "2", "--out", str(out),
+           "--no-progress", "hidden_dims=32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in open(out / METRICS)]
+    assert [r["epoch"] for r in records] == [1.0, 2.0]  # written once, by rank 0
+    assert (out / "samples.png").is_file() and (out / WEIGHTS).is_file()
+
+
+class _Diverging(LinearAutoencoder):
+    def loss(self, batch, step=None):
+        out = super().loss(batch, step)
+        if step is not None and step >= 8:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = _Diverging()
+    trainer = Trainer(model, tiny_dataset(n=96), TrainConfig(epochs=5, batch_size=16, progress=False),
+                      out_dir=tmp_path)  # 6 steps per epoch: NaN in epoch 2
+    with pytest.raises(DivergenceError, match="last good checkpoint \\(step 6\\)"):
+        trainer.fit()
+    _, meta = load_tensors(tmp_path / CHECKPOINT)
+    assert json.loads(meta["trainer"])["step"] == 6
+    weights, _ = load_tensors(tmp_path / WEIGHTS)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+class _Overfitting(LinearAutoencoder):
+    """Validation loss that gets worse every epoch after the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.validations = 0
+
+    def loss(self, batch, step=None):
+        out = super().loss(batch, step)
+        if not self.training:
+            out["loss"] = torch.tensor(float(self.validations // 2))  # 2 valid batches per validation
+            self.validations += 1
+        return out
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    model = _Overfitting()
+    trainer = Trainer(model, tiny_dataset(n=96), TrainConfig(epochs=50, batch_size=8, early_stopping=3,
+                                                             progress=False), out_dir=tmp_path)
+    summary = trainer.fit()
+    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_step"] == 12
+    best, _ = load_tensors(tmp_path / WEIGHTS)
+    assert not torch.equal(best["enc.weight"], model.enc.weight)  # the epoch-1 weights, not the last ones
+
+
+def test_lr_schedule_and_gradient_clipping():
+    model = LinearAutoencoder()
+    trainer = Trainer(model, tiny_dataset(), TrainConfig(epochs=2, batch_size=16, lr_schedule="cosine",
+                                                         grad_clip=1e-3, lr=1.0, optimizer="adamax", progress=False))
+    assert trainer._lr_factor(0) == 1.0 and trainer._lr_factor(trainer.total_steps) == pytest.approx(0.0)
+    w0 = model.enc.weight.detach().clone()
+    trainer.train_step(0)
+    grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))
+    assert grad_norm <= 1e-3 + 1e-7
+    assert not torch.equal(w0, model.enc.weight)
