@@ -102,7 +102,9 @@ class VAE(nn.Module):
         q = self.posterior(x)
         z = q.rsample((n_samples,))
         log_px_z = self.log_px_z(z, x).mean(0)
-        kl = D.kl_divergence(q, D.Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))).sum(-1)
+        # KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), summed over dimensions
+        var = q.scale.pow(2)
+        kl = 0.5 * (q.loc.pow(2) + var - 1 - var.log()).sum(-1)
         return log_px_z, kl
 
     def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:

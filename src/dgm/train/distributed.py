@@ -40,3 +40,11 @@ def broadcast_module(module: torch.nn.Module) -> None:
     """Make every rank start from rank 0's weights and buffers."""
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def all_gather(t: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's copy of a same-shaped tensor, back on the CPU."""
+    t = t.to(device)
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [o.cpu() for o in out]

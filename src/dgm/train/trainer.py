@@ -71,7 +71,10 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
     if cfg.optimizer not in kinds:
         raise DgmError(f"unknown optimizer '{cfg.optimizer}'; choose adam or adamax")
-    return kinds[cfg.optimizer](params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "adam":
+        kwargs["fused"] = True  # one kernel for all parameters: 3x faster than the loop on CPU
+    return kinds[cfg.optimizer](params, **kwargs)
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.state = TrainerState()
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self._perm: tuple[int, torch.Tensor] | None = None
         if callable(getattr(self.model, "train_step", None)):
             self.optimizers = self.model.optimizers(self.cfg)
         elif callable(getattr(self.model, "loss", None)):
@@ -147,21 +151,26 @@ class Trainer:
             return self.cfg.lr_decay ** (step / self.steps_per_epoch)
         raise DgmError(f"unknown lr_schedule '{self.cfg.lr_schedule}'; choose constant, cosine or exponential")
 
-    def _step_seed(self, step: int) -> int:
-        return (self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank
+    def _seed_epoch(self, epoch: int) -> None:
+        """Each epoch's noise stream starts from (seed, epoch, rank); checkpoints store where it got to."""
+        torch.manual_seed((self.cfg.seed * 1_000_003 + epoch) * 1_021 + self.rank)
 
     def batch_indices(self, step: int) -> torch.Tensor:
         """This rank's share of the global batch for `step`: a fixed function of (seed, step)."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        perm = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(self.cfg.seed * 7_919 + epoch))
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + epoch)
+            self._perm = (epoch, torch.randperm(len(self.train_x), generator=g).to(self.device))
         g = self.cfg.batch_size * self.world_size
-        return perm[i * g : (i + 1) * g][self.rank :: self.world_size].to(self.device)
+        return self._perm[1][i * g : (i + 1) * g][self.rank :: self.world_size]
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(self._step_seed(step))
+        if step % self.steps_per_epoch == 0:
+            self._seed_epoch(step // self.steps_per_epoch)
         idx = self.batch_indices(step)
         batch = (self.dataset.to_float(self.train_x[idx]), None if self.train_y is None else self.train_y[idx])
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         if not callable(getattr(self.model, "train_step", None)):
             opt = self.optimizers["model"]
             out = self.model.loss(batch, step)
@@ -178,7 +187,11 @@ class Trainer:
         if not callable(getattr(self.model, "loss", None)) or len(self.dataset.valid) == 0:
             return {}
         self.model.eval()
-        torch.manual_seed(self.cfg.seed + 12_345)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + 12_345)
+            return self._validate()
+
+    def _validate(self) -> dict[str, float]:
         sums: dict[str, float] = {}
         valid = self.dataset.valid
         n = len(valid)
@@ -197,9 +210,11 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Weights, optimizer states and counters in one safetensors file, written atomically."""
+        rng = self._rng_states()  # a collective: every rank takes part
         if not self.is_writer:
             return
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(rng)
         if self.best_weights is not None:
             tensors.update({f"best/{k}": v for k, v in self.best_weights.items()})
         skeletons = {name: io.pack_state(opt.state_dict(), tensors, f"opt/{name}")
@@ -223,6 +238,23 @@ class Trainer:
                            "it may come from another model or dgm version") from None
         self.state = state
         self.best_weights = best or None
+        if f"rng/cpu/{self.rank}" in tensors:
+            torch.set_rng_state(tensors[f"rng/cpu/{self.rank}"])
+        if f"rng/cuda/{self.rank}" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"rng/cuda/{self.rank}"], self.device)
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's generator state, so a resume mid-epoch continues each noise stream exactly."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        out = {}
+        for kind, state in states.items():
+            gathered = [state]
+            if ddp.is_distributed():
+                gathered = ddp.all_gather(state, self.device)
+            out.update({f"rng/{kind}/{r}": t for r, t in enumerate(gathered)})
+        return out
 
     # --- logging --------------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
