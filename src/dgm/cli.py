@@ -123,7 +123,7 @@ def cmd_train(args) -> None:
         raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
     dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
     run_dir = Path(args.out) if args.out else _free_run_dir(args.model, args.data)
-    if (run_dir / CONFIG).exists():
+    if world()[0] == 0 and (run_dir / CONFIG).exists():  # rank 0 alone: it is about to write config.json
         raise DgmError(f"{run_dir} already holds a run; continue it with `dgm resume {run_dir}` "
                        "or choose another --out")
     torch.manual_seed(cfg.seed)

@@ -27,7 +27,7 @@ class VAEConfig(ModelConfig):
     hidden_dims: tuple[int, ...] = (400,)  # MLP widths (the decoder mirrors them)
     conv_channels: tuple[int, ...] = (32, 64)  # stride-2 conv widths (the decoder mirrors them)
     latent_dim: int = 20
-    activation: str = "relu"
+    activation: str = "relu"  # relu | elu | leaky_relu | tanh | gelu | gated (MLP only)
     likelihood: str = "auto"  # auto | bernoulli | gaussian | laplace | categorical
     learned_scale: bool = False  # Gaussian/Laplace: decoder predicts a per-pixel scale
     scale: float = 0.1  # Gaussian/Laplace fixed scale

@@ -6,21 +6,38 @@ import math
 import torch
 from torch import nn
 
+from dgm.errors import DgmError
+
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
 def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise DgmError(f"unknown activation '{name}'; choose {', '.join(ACTIVATIONS)} (or gated for MLPs)")
     return ACTIVATIONS[name]()
 
 
+class GatedLinear(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): the gated dense layer of the VampPrior paper's MLPs."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, 2 * out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, gate = self.linear(x).chunk(2, dim=-1)
+        return h * torch.sigmoid(gate)
+
+
 class MLP(nn.Sequential):
-    """in_dim -> hidden... -> out_dim with an activation between layers (none after the last)."""
+    """in_dim -> hidden... -> out_dim with an activation between layers (none after the last);
+    act="gated" makes every hidden layer a GatedLinear."""
 
     def __init__(self, in_dim: int, hidden: list[int], out_dim: int, act: str = "relu"):
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), activation(act)]
+            layers += [GatedLinear(a, b)] if act == "gated" else [nn.Linear(a, b), activation(act)]
         layers.append(nn.Linear(dims[-1], out_dim))
         super().__init__(*layers)
 

@@ -46,6 +46,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine | exponential
     lr_decay: float = 1.0  # exponential schedule: factor per epoch
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
+    time_limit: float = 0.0  # minutes; stop at the first epoch end past it (0 = none)
     early_stopping: int = 0  # patience in epochs without improvement of valid `monitor`; 0 disables
     monitor: str = "loss"  # validation metric to minimise (early stopping, best weights)
     checkpoint_every: int = 0  # also checkpoint every this many steps; 0 = at epoch ends only
@@ -340,6 +341,8 @@ class Trainer:
                 if at_epoch_end:
                     record.update({f"valid/{k}": v for k, v in self.validate().items()})
                     self._track_best(record)
+                    if 0 < self.cfg.time_limit <= self.state.elapsed / 60:
+                        self.state.stopped_early = True
                 self.log(record)
                 if at_epoch_end or at_ckpt:
                     self.save_checkpoint()

@@ -1,0 +1,146 @@
+"""The command line: the main job end to end, and one clear sentence for every user mistake."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dgm.cli import main
+from dgm.io import load_tensors
+
+FAST = ["--no-progress", "hidden_dims=32", "latent_dim=4"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert main(["train", "vae", "--epochs", "3", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder(trained):
+    for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "samples.png",
+                 "reconstructions.png"):
+        assert (trained / name).is_file(), name
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["latent_dim"] == 4 and config["model"]["hidden_dims"] == [32]
+    assert config["data"]["name"] == "digits" and config["train"]["epochs"] == 3
+    assert [json.loads(line)["epoch"] for line in open(trained / "metrics.jsonl")] == [1.0, 2.0, 3.0]
+
+
+def test_eval_json_reports_bounds_in_order(trained, capsys):
+    code, out, _ = run(capsys, "eval", str(trained), "--k", "200", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["n_examples"] == 179 and result["k"] == 200
+    assert result["elbo"] < result["log_likelihood"] < 0  # the IWAE bound is tighter than the ELBO
+    assert result["bits_per_dim"] == pytest.approx(-result["log_likelihood"] / (64 * np.log(2)))
+
+
+def test_sample_and_plots(trained, capsys, tmp_path):
+    assert run(capsys, "sample", str(trained), "--n", "16", "--out", str(tmp_path / "s.png"))[0] == 0
+    assert (tmp_path / "s.png").is_file()
+    for kind in ("interpolate", "traverse", "embedding"):
+        code, out, _ = run(capsys, "plot", str(trained), kind, "--n", "150")
+        assert code == 0 and (trained / f"{kind}.png").is_file()
+    code, _, err = run(capsys, "plot", str(trained), "manifold")
+    assert code == 1 and "latent_dim=2" in err
+
+
+def test_manifold_for_a_2d_latent(tmp_path, capsys):
+    out = tmp_path / "vae2"
+    assert run(capsys, "train", "vae", "--epochs", "1", "--out", str(out), "--no-progress", "latent_dim=2")[0] == 0
+    assert run(capsys, "plot", str(out), "manifold")[0] == 0 and (out / "manifold.png").is_file()
+
+
+def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(capsys, "train", "vae", "--epochs", "4", "--out", str(a), *FAST)[0] == 0
+    assert run(capsys, "train", "vae", "--epochs", "2", "--out", str(b), *FAST)[0] == 0
+    assert run(capsys, "resume", str(b), "--epochs", "4", "--no-progress")[0] == 0
+    wa, _ = load_tensors(a / "checkpoint.safetensors")
+    wb, _ = load_tensors(b / "checkpoint.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_zoo_and_data_list(capsys):
+    code, out, _ = run(capsys, "zoo", "--json")
+    vae = next(m for m in json.loads(out) if m["name"] == "vae")
+    assert vae["seeds"] == "000,001,002,004" and {"elbo", "iwae", "encode"} <= set(vae["capabilities"].split())
+    code, out, _ = run(capsys, "data", "list")
+    assert code == 0 and any(line.split()[:1] == ["digits"] and " yes " in line for line in out.splitlines())
+
+
+def _one_sentence(err):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "nosuchmodel"], "unknown model 'nosuchmodel'"),
+    (["train", "vae", "--data", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+    (["train", "vae", "nosuch_option=3"], "unknown option 'nosuch_option'"),
+    (["train", "vae", "latent_dim=abc"], "invalid value 'abc' for latent_dim"),
+    (["train", "vae", "likelihood=poisson"], "unknown likelihood 'poisson'"),
+    (["train", "vae", "optimizer=sgd"], "unknown optimizer 'sgd'"),
+    (["train", "vae", "latent_dim"], "options are written key=value"),
+    (["eval", "/nonexistent/run"], "does not exist"),
+    (["resume", "/nonexistent/run"], "does not exist"),
+    (["sample", "/nonexistent/run"], "does not exist"),
+])
+def test_user_mistakes_give_one_sentence(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and expected in _one_sentence(err)
+
+
+def test_corrupt_files_are_reported_and_the_checkpoint_is_kept(trained, capsys, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(trained, run_dir)
+    ckpt = run_dir / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
+    damaged = ckpt.read_bytes()
+    code, _, err = run(capsys, "resume", str(run_dir), "--epochs", "5")
+    assert code == 1 and "corrupt" in _one_sentence(err)
+    assert ckpt.read_bytes() == damaged  # nothing overwritten
+    (run_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    code, _, err = run(capsys, "eval", str(run_dir))
+    assert code == 1 and "corrupt" in _one_sentence(err)
+    (run_dir / "config.json").write_text("{ broken")
+    code, _, err = run(capsys, "eval", str(run_dir))
+    assert code == 1 and "config.json is corrupt" in _one_sentence(err)
+    code, _, err = run(capsys, "eval", str(tmp_path))
+    assert code == 1 and "not a dgm run folder" in _one_sentence(err)
+
+
+def test_existing_run_folder_is_not_overwritten(trained, capsys):
+    before = (trained / "model.safetensors").read_bytes()
+    code, _, err = run(capsys, "train", "vae", "--out", str(trained))
+    assert code == 1 and "already holds a run" in _one_sentence(err)
+    assert (trained / "model.safetensors").read_bytes() == before
+
+
+def test_shape_mismatch(trained, capsys, tmp_path):
+    path = tmp_path / "big.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+             x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8))
+    code, _, err = run(capsys, "eval", str(trained), "--data", f"npz:{path}")
+    assert code == 1 and "expects images of shape (1, 8, 8)" in _one_sentence(err)
+
+
+def test_the_installed_command_exits_non_zero_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dgm", "eval", str(tmp_path / "missing")], capture_output=True,
+                            text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "does not exist" in result.stderr
