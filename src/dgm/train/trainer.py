@@ -36,7 +36,7 @@ METRICS = "metrics.jsonl"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 50
+    epochs: int = 100
     steps: int = 0  # total optimizer steps; overrides epochs when > 0
     batch_size: int = 128  # per process
     optimizer: str = "adam"  # adam | adamax
