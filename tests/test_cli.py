@@ -144,3 +144,8 @@ def test_the_installed_command_exits_non_zero_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "dgm", "eval", str(tmp_path / "missing")], capture_output=True,
                             text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "does not exist" in result.stderr
+
+
+def test_resume_changes_training_options_only(trained, capsys):
+    code, _, err = run(capsys, "resume", str(trained), "latent_dim=3")
+    assert code == 1 and "a resumed run can change only training options" in _one_sentence(err)

@@ -17,16 +17,19 @@ from dgm.errors import DgmError
 RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
 
 
-def _parse_overrides(pairs: list[str], model_cls_cfg: type) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split key=value pairs into (model config values, train config values), typed by their fields."""
+def _parse_overrides(pairs: list[str], model_cls_cfg: type | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split key=value pairs into (model config values, train config values), typed by their fields.
+
+    With model_cls_cfg None (resuming) only training fields may change."""
     import typing
 
     from dgm.models import config_fields, parse_value
     from dgm.train import TrainConfig
 
-    model_fields = {k: f for k, f in config_fields(model_cls_cfg).items() if k not in RESERVED}
+    model_fields = {k: f for k, f in config_fields(model_cls_cfg).items() if k not in RESERVED} if model_cls_cfg else {}
     train_fields = config_fields(TrainConfig)
-    model_hints, train_hints = typing.get_type_hints(model_cls_cfg), typing.get_type_hints(TrainConfig)
+    model_hints = typing.get_type_hints(model_cls_cfg) if model_cls_cfg else {}
+    train_hints = typing.get_type_hints(TrainConfig)
     model_values: dict[str, Any] = {}
     train_values: dict[str, Any] = {}
     for pair in pairs:
@@ -40,7 +43,8 @@ def _parse_overrides(pairs: list[str], model_cls_cfg: type) -> tuple[dict[str, A
             train_values[key] = parse_value(text, train_hints[key], key)
         else:
             known = ", ".join(sorted(model_fields) + sorted(train_fields))
-            raise DgmError(f"unknown option '{key}'; this model takes: {known}")
+            what = "this model takes" if model_cls_cfg else "a resumed run can change only training options"
+            raise DgmError(f"unknown option '{key}'; {what}: {known}")
     return model_values, train_values
 
 
@@ -95,7 +99,7 @@ def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
 
         best = dgm.load(run_dir, device=trainer.device)
         paths = _final_pictures(best, dataset, run_dir)
-        note = " (stopped early)" if summary["stopped_early"] else ""
+        note = f" (stopped by {summary['stop_reason'].replace('_', ' ')})" if summary["stop_reason"] else ""
         metric = (f", best valid {cfg.monitor} {summary['best_metric']:.4f} at step {summary['best_step']}"
                   if math.isfinite(summary["best_metric"]) else "")
         print(f"trained {summary['epochs']:.0f} epochs, {summary['steps']} steps in {summary['seconds']:.1f} s"
@@ -135,7 +139,10 @@ def cmd_train(args) -> None:
 
 
 def cmd_resume(args) -> None:
+    from dataclasses import asdict
+
     from dgm.runs import build_model, load_data, read_config, train_config, write_config
+    from dgm.train import TrainConfig
     from dgm.train.trainer import CHECKPOINT
 
     run_dir = Path(args.run)
@@ -143,6 +150,11 @@ def cmd_resume(args) -> None:
     if not (run_dir / CHECKPOINT).is_file():
         raise DgmError(f"{run_dir} has no checkpoint.safetensors to resume from; train it again with `dgm train`")
     cfg = train_config(config)
+    if args.options:
+        from dgm.models import build_config
+
+        _, train_values = _parse_overrides(args.options, None)
+        cfg = build_config(TrainConfig, {**asdict(cfg), **train_values})
     if args.epochs is not None:
         cfg.epochs, cfg.steps = args.epochs, 0
     if args.steps is not None:
@@ -281,6 +293,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("run")
+    r.add_argument("options", nargs="*", help="training config fields to change, as key=value (time_limit=60)")
     r.add_argument("--epochs", type=int, help="new total number of epochs")
     r.add_argument("--steps", type=int, help="new total number of steps")
     r.add_argument("--data-dir")

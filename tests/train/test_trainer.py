@@ -129,7 +129,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     trainer = Trainer(model, tiny_dataset(n=96), TrainConfig(epochs=50, batch_size=8, early_stopping=3,
                                                              progress=False), out_dir=tmp_path)
     summary = trainer.fit()
-    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_step"] == 12
+    assert summary["stop_reason"] == "early_stopping" and summary["epochs"] == 4 and summary["best_step"] == 12
     best, _ = load_tensors(tmp_path / WEIGHTS)
     assert not torch.equal(best["enc.weight"], model.enc.weight)  # the epoch-1 weights, not the last ones
 

@@ -84,7 +84,7 @@ class TrainerState:
     best_metric: float = math.inf
     best_step: int = -1
     bad_epochs: int = 0
-    stopped_early: bool = False
+    stop_reason: str = ""  # "early_stopping" or "time_limit" when training ended before its last step
     elapsed: float = 0.0  # seconds of training, summed over resumes
 
 
@@ -298,6 +298,7 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             self._truncate_metrics()
+            self.state.stop_reason = ""  # resuming means: go on (to the new epochs or time limit)
         self.tb = self._open_tensorboard()
         bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not (self.cfg.progress and self.rank == 0),
                    unit="step", dynamic_ncols=True, mininterval=0.5)
@@ -306,7 +307,7 @@ class Trainer:
         last_good = self.state.step
         t0 = time.perf_counter()
         try:
-            while self.state.step < self.total_steps and not self.state.stopped_early:
+            while self.state.step < self.total_steps and not self.state.stop_reason:
                 step = self.state.step
                 out = self.train_step(step)
                 for k, v in out.items():
@@ -342,7 +343,7 @@ class Trainer:
                     record.update({f"valid/{k}": v for k, v in self.validate().items()})
                     self._track_best(record)
                     if 0 < self.cfg.time_limit <= self.state.elapsed / 60:
-                        self.state.stopped_early = True
+                        self.state.stop_reason = "time_limit"
                 self.log(record)
                 if at_epoch_end or at_ckpt:
                     self.save_checkpoint()
@@ -360,7 +361,7 @@ class Trainer:
                 self.tb.close()
         return {"steps": self.state.step, "epochs": self.state.step / self.steps_per_epoch,
                 "seconds": self.state.elapsed, "best_metric": self.state.best_metric,
-                "best_step": self.state.best_step, "stopped_early": self.state.stopped_early}
+                "best_step": self.state.best_step, "stop_reason": self.state.stop_reason}
 
     def _track_best(self, record: dict[str, Any]) -> None:
         key = f"valid/{self.cfg.monitor}"
@@ -373,4 +374,4 @@ class Trainer:
         else:
             self.state.bad_epochs += 1
             if 0 < self.cfg.early_stopping <= self.state.bad_epochs:
-                self.state.stopped_early = True
+                self.state.stop_reason = "early_stopping"
