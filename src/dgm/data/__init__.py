@@ -17,7 +17,7 @@ from dgm.errors import DgmError
 
 @dataclass
 class Split:
-    x: torch.Tensor  # uint8 [N, C, H, W], values in 0 .. levels-1 (or 0..255 scaled, see Dataset.levels)
+    x: torch.Tensor  # uint8 [N, C, H, W] with values 0 .. levels-1; float32 [N, D] for continuous data
     y: torch.Tensor | None = None  # int64 [N] class labels, if the dataset has them
 
     def __len__(self) -> int:
@@ -30,7 +30,8 @@ class Dataset:
 
     Pixel values are integers 0 .. levels-1: `levels` is 2 for binary data, 17 for
     scikit-learn's digits, 256 for 8-bit images. `to_float` maps them to [0, 1]; with
-    `binarize="dynamic"` every call draws a fresh Bernoulli binarization.
+    `binarize="dynamic"` every call draws a fresh Bernoulli binarization. `levels=0` marks
+    continuous data (float32 points such as the toy 2-D mixtures), passed through unchanged.
     """
 
     name: str
@@ -43,7 +44,7 @@ class Dataset:
     class_names: list[str] | None = None
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
     @property
@@ -58,6 +59,8 @@ class Dataset:
 
     def to_float(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 pixels -> float32 in [0, 1]; dynamic binarization samples x ~ Bernoulli(pixel)."""
+        if self.levels == 0:
+            return x.to(torch.float32)
         xf = x.to(torch.float32) / (self.levels - 1)
         if self.binarize == "dynamic":
             xf = torch.bernoulli(xf, generator=generator)

@@ -22,7 +22,7 @@ class ModelConfig:
     """Fields every model has; `data_shape`, `levels` and `num_classes` come from the dataset."""
 
     name: str = ""
-    data_shape: tuple[int, int, int] = (1, 28, 28)
+    data_shape: tuple[int, ...] = (1, 28, 28)  # [C, H, W] for images, [D] for points
     levels: int = 256
     num_classes: int | None = None
 
