@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import LinearAutoencoder, tiny_dataset
 
-from dgm.errors import DivergenceError
+from dgm.errors import DgmError, DivergenceError
 from dgm.io import load_tensors
 from dgm.models import create_model
 from dgm.train import TrainConfig, Trainer
@@ -144,3 +144,20 @@ def test_lr_schedule_and_gradient_clipping():
     grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))
     assert grad_norm <= 1e-3 + 1e-7
     assert not torch.equal(w0, model.enc.weight)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    trainer = Trainer(LinearAutoencoder(), tiny_dataset(), TrainConfig(epochs=1, tensorboard=True, progress=False),
+                      out_dir=tmp_path)
+    with pytest.raises(DgmError, match="pip install tensorboard"):
+        trainer.fit()
