@@ -164,6 +164,7 @@ def _ensure_loaded() -> None:
     if not _loaded:
         _loaded = True
         from dgm.data import digits, sources  # noqa: F401  (registers the datasets)
+        from dgm.data import toy  # noqa: F401  (registers ring8, grid25)
 
 
 __all__ = [

@@ -53,6 +53,7 @@ def register_model(name: str, config_cls: type, family: str, seeds: tuple[str, .
 
 def _ensure_loaded() -> None:
     from dgm.models import vae  # noqa: F401  (registers)
+    from dgm.models import gan  # noqa: F401  (registers)
 
 
 def model_entries() -> list[ModelEntry]:

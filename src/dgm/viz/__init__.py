@@ -38,7 +38,12 @@ def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0) -> Path:
     """A grid of samples from fixed noise (the same seed gives the same z every epoch)."""
     require(model, "sample")
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return save_grid(model.sample(n, generator=generator), path, nrow=int(n ** 0.5))
+    x = model.sample(n, generator=generator)
+    if x.dim() == 2:  # points [N, 2] (toy mixtures): a scatter, not an image grid
+        from dgm.viz.points import scatter_points
+
+        return scatter_points(x, path)
+    return save_grid(x, path, nrow=int(n ** 0.5))
 
 
 @torch.no_grad()
