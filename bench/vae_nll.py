@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2000)
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--loop-examples", type=int, default=50, help="test images timed in the per-example loop")
+    p.add_argument("--chunk-size", type=int, default=8192, help="(sample x example) pairs per decoder call")
     p.add_argument("--skip-train", action="store_true", help="evaluate an existing --out run")
     args = p.parse_args()
     out = Path(args.out)
@@ -52,8 +53,9 @@ def main() -> None:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.no_grad():
-        batch = max(1, model.cfg.chunk_size // args.k)
-        nll = -sum(model.iwae(x_all[i : i + batch], args.k).sum().item() for i in range(0, len(x_all), batch))
+        batch = max(1, args.chunk_size // args.k)
+        nll = -sum(model.iwae(x_all[i : i + batch], args.k, chunk_size=args.chunk_size).sum().item()
+                   for i in range(0, len(x_all), batch))
     batched_s = time.perf_counter() - t0
     nll /= len(x_all)
 
@@ -67,7 +69,7 @@ def main() -> None:
     metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
     summary = {
         "test_nll_nats": round(nll, 2), "k": args.k, "test_images": len(x_all),
-        "eval_seconds_batched": round(batched_s, 1),
+        "eval_seconds_batched": round(batched_s, 1), "chunk_size": args.chunk_size,
         "eval_seconds_per_example_loop_extrapolated": round(loop_per_example * len(x_all), 1),
         "eval_speedup": round(loop_per_example * len(x_all) / batched_s, 1),
         "loop_examples_timed": len(idx),

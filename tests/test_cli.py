@@ -149,3 +149,19 @@ def test_the_installed_command_exits_non_zero_without_traceback(tmp_path):
 def test_resume_changes_training_options_only(trained, capsys):
     code, _, err = run(capsys, "resume", str(trained), "latent_dim=3")
     assert code == 1 and "a resumed run can change only training options" in _one_sentence(err)
+
+
+def test_gan_pictures_and_mode_metrics(tmp_path, capsys):
+    out = tmp_path / "gan"
+    assert run(capsys, "train", "gan", "--data", "ring8", "--steps", "30", "--out", str(out), "--no-progress")[0] == 0
+    assert (out / "samples.png").is_file() and (out / "losses.png").is_file()
+    code, stdout, _ = run(capsys, "eval", str(out), "--json")
+    result = json.loads(stdout)
+    assert code == 0 and 0 <= result["modes_covered"] <= 8 and result["n_samples"] == 2500
+    assert 0.0 <= result["high_quality_fraction"] <= 1.0
+    img = tmp_path / "dcgan"
+    assert run(capsys, "train", "dcgan", "--steps", "3", "--out", str(img), "--no-progress")[0] == 0
+    for kind in ("interpolate", "nearest"):
+        assert run(capsys, "plot", str(img), kind)[0] == 0 and (img / f"{kind}.png").is_file()
+    code, _, err = run(capsys, "plot", str(img), "traverse")
+    assert code == 1 and "has no encode() or decode()" in _one_sentence(err)

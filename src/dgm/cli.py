@@ -57,15 +57,22 @@ def _free_run_dir(model: str, data: str) -> Path:
     return path
 
 
-def _picture_callback(run_dir: Path, epochs: float):
-    """Write samples.png from fixed noise about ten times during training, so progress is visible."""
+def _sample_picture(model, dataset, path: Path) -> Path:
+    """samples.png: a grid of 64 images from fixed noise, or 2,500 points over the true modes."""
     from dgm import viz
 
+    if dataset.mixture is not None:
+        return viz.samples(model, path, n=2500, centres=dataset.mixture[0])
+    return viz.samples(model, path)
+
+
+def _picture_callback(run_dir: Path, dataset, epochs: float):
+    """Write samples.png from fixed noise about ten times during training, so progress is visible."""
     every = max(1, math.ceil(epochs / 10))
 
     def callback(trainer) -> None:
         if trainer.is_writer and (trainer.epoch % every == 0):
-            viz.samples(trainer.model, run_dir / "samples.png")
+            _sample_picture(trainer.model, dataset, run_dir / "samples.png")
 
     return callback
 
@@ -74,14 +81,16 @@ def _final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     import torch
 
     from dgm import viz
+    from dgm.runs import read_metrics
 
     device = next(model.parameters()).device
     model.eval()
-    paths = [viz.samples(model, run_dir / "samples.png")]
+    paths = [_sample_picture(model, dataset, run_dir / "samples.png")]
     if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         x = dataset.to_float(dataset.test.x[torch.linspace(0, len(dataset.test) - 1, 32).long()].to(device))
         paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png"))
-    return paths
+    curves = viz.loss_curves(read_metrics(run_dir), run_dir / "losses.png")
+    return paths + ([curves] if curves else [])
 
 
 def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
@@ -92,7 +101,7 @@ def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
         raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
                        f"'{dataset.name}' has {tuple(dataset.shape)}")
     trainer = Trainer(model, dataset, cfg, out_dir=run_dir)
-    trainer.callbacks.append(_picture_callback(run_dir, trainer.total_steps / trainer.steps_per_epoch))
+    trainer.callbacks.append(_picture_callback(run_dir, dataset, trainer.total_steps / trainer.steps_per_epoch))
     summary = trainer.fit(resume_from=run_dir / CHECKPOINT if resume else None)
     if trainer.is_writer:
         import dgm
@@ -181,7 +190,7 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     import dgm
-    from dgm.evaluate import likelihood_metrics
+    from dgm.evaluate import likelihood_metrics, mode_metrics
     from dgm.runs import load_data, read_config
 
     config = read_config(Path(args.run))
@@ -198,6 +207,7 @@ def cmd_eval(args) -> None:
     results: dict[str, Any] = {"run": str(args.run), "split": args.split}
     results.update(likelihood_metrics(model, dataset, args.split, k=args.k, n_examples=args.n_examples,
                                       seed=args.seed, progress=not args.json))
+    results.update(mode_metrics(model, dataset, seed=args.seed))
     if args.json:
         print(json.dumps(results))
     else:
@@ -215,8 +225,14 @@ def cmd_plot(args) -> None:
     config = read_config(Path(args.run))
     model = dgm.load(args.run)
     out = Path(args.out) if args.out else Path(args.run) / f"{args.kind}.png"
+    has_encoder = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
     if args.kind == "manifold":
         viz.manifold(model, out)
+    elif args.kind == "interpolate" and not has_encoder:
+        viz.latent_interpolations(model, out, mode=args.mode, seed=args.seed)
+    elif args.kind == "nearest":
+        dataset = load_data(config, args.data_dir)
+        viz.nearest_neighbours(model, dataset.to_float(dataset.train.x), out, seed=args.seed)
     else:
         dataset = load_data(config, args.data_dir)
         test = dataset.test
@@ -318,9 +334,10 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.set_defaults(func=cmd_eval)
 
-    pl = sub.add_parser("plot", help="pictures of a latent model")
+    pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
+                                     "nearest training images")
     pl.add_argument("run")
-    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding"])
+    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"])
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
     pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
     pl.add_argument("--seed", type=int, default=0)

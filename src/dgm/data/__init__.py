@@ -42,6 +42,7 @@ class Dataset:
     num_classes: int | None = None
     binarize: str = "none"  # "none" | "dynamic"
     class_names: list[str] | None = None
+    mixture: tuple[torch.Tensor, float] | None = None  # toy 2-D data: (mode centres [K, D], sd)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -48,7 +48,7 @@ def load_toy(name: str, seed: int = 0) -> Dataset:
     x, y = sample_mixture(centres, sd, sum(SIZES), torch.Generator().manual_seed(seed))
     a, b = SIZES[0], SIZES[0] + SIZES[1]
     return Dataset(name, Split(x[:a], y[:a]), Split(x[a:b], y[a:b]), Split(x[b:], y[b:]), levels=0,
-                   num_classes=centres.shape[0])
+                   num_classes=centres.shape[0], mixture=(centres, sd))
 
 
 for _name, _description in (("ring8", "8 Gaussians on the unit circle, sd 0.01 (2-D points for mode coverage)"),

@@ -25,7 +25,7 @@ def strided_subset(n_total: int, n: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", k: int = 1000,
-                       n_examples: int | None = None, chunk_size: int = 65536, seed: int = 0,
+                       n_examples: int | None = None, chunk_size: int = 8192, seed: int = 0,
                        progress: bool = True) -> dict[str, float]:
     """Mean per-example likelihood metrics the model supports on `split`; {} if it has none."""
     has_bounds = callable(getattr(model, "iwae", None)) and callable(getattr(model, "elbo", None))

@@ -10,6 +10,16 @@ import torch
 
 
 @torch.no_grad()
+def mode_metrics(model, dataset, n: int = 2500, seed: int = 0) -> dict[str, float | int]:
+    """Mode coverage of `n` samples for datasets that know their mixture; {} otherwise."""
+    if dataset.mixture is None or not callable(getattr(model, "sample", None)):
+        return {}
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    centres, sd = dataset.mixture
+    return {**mode_coverage(model.sample(n, generator=generator), centres, sd), "n_samples": n}
+
+
+@torch.no_grad()
 def mode_coverage(samples: torch.Tensor, centres: torch.Tensor, sd: float) -> dict[str, float | int]:
     """{"modes_covered": number of modes with a high-quality sample, "high_quality_fraction": in [0, 1]}.
 

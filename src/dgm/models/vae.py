@@ -35,7 +35,8 @@ class VAEConfig(ModelConfig):
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to beta over these steps
     objective: str = "elbo"  # elbo | iwae
     n_samples: int = 1  # z samples per example in the training objective (k for iwae)
-    chunk_size: int = 65536  # most (sample x example) pairs per decoder call in iwae()
+    chunk_size: int = 8192  # most (sample x example) pairs per decoder call in iwae(); larger is slower on
+    # CPU: the decoder's outputs then overflow the caches and every elementwise op streams from memory
 
 
 @register_model("vae", VAEConfig, family="vae", seeds=("000", "001", "002", "004"),

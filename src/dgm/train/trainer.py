@@ -336,7 +336,8 @@ class Trainer:
                 self.state.elapsed += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 record = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,
-                          "time": round(self.state.elapsed, 3), "lr": self._lr_factor(step) * self.cfg.lr}
+                          "time": round(self.state.elapsed, 3)}
+                record.update({f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()})
                 record.update({f"train/{k}": v for k, v in means.items()})
                 sums, count = {}, 0
                 if at_epoch_end:

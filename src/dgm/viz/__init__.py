@@ -30,20 +30,83 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 28) -
 def require(model: nn.Module, *methods: str) -> None:
     missing = [m for m in methods if not callable(getattr(model, m, None))]
     if missing:
-        raise DgmError(f"{type(model).__name__} has no {', '.join(missing)}(), so it cannot make this picture")
+        raise DgmError(f"{type(model).__name__} has no {' or '.join(m + '()' for m in missing)}, "
+                       "so it cannot make this picture")
 
 
 @torch.no_grad()
-def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0) -> Path:
-    """A grid of samples from fixed noise (the same seed gives the same z every epoch)."""
+def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0, centres: torch.Tensor | None = None) -> Path:
+    """A grid of samples from fixed noise (the same seed gives the same z every epoch);
+    for 2-D points a scatter over the mixture's `centres`."""
     require(model, "sample")
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     x = model.sample(n, generator=generator)
     if x.dim() == 2:  # points [N, 2] (toy mixtures): a scatter, not an image grid
         from dgm.viz.points import scatter_points
 
-        return scatter_points(x, path)
+        return scatter_points(x, path, centres=centres)
     return save_grid(x, path, nrow=int(n ** 0.5))
+
+
+@torch.no_grad()
+def latent_interpolations(model: nn.Module, path: Path, rows: int = 8, steps: int = 10, mode: str = "slerp",
+                          seed: int = 0) -> Path:
+    """Each row decodes the path between two random codes z ~ N(0, I) (for models without an encoder)."""
+    require(model, "generate")
+    if mode not in ("lerp", "slerp"):
+        raise DgmError(f"unknown interpolation '{mode}'; choose lerp or slerp")
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    za, zb = (torch.randn(rows, model.cfg.latent_dim, generator=g, device=device) for _ in range(2))
+    t = torch.linspace(0, 1, steps, device=device)
+    z = torch.cat([slerp(a, b, t) if mode == "slerp" else a + t[:, None] * (b - a) for a, b in zip(za, zb)])
+    return save_grid(model.generate(z), path, nrow=steps)
+
+
+@torch.no_grad()
+def nearest_neighbours(model: nn.Module, train_x: torch.Tensor, path: Path, n: int = 8, k: int = 5,
+                       seed: int = 0) -> Path:
+    """Each row: a sample, then its k nearest training images in pixel space (the memorisation check)."""
+    require(model, "sample")
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    s = model.sample(n, generator=g).cpu()
+    if s.dim() != 4:
+        raise DgmError("nearest neighbours are drawn for image samples only")
+    flat = train_x.flatten(1)
+    dist = torch.cat([torch.cdist(s.flatten(1), flat[i : i + 8192]) for i in range(0, len(flat), 8192)], 1)
+    idx = dist.topk(k, largest=False).indices  # [n, k]
+    rows = torch.cat([torch.cat([s[i : i + 1], train_x[idx[i]]]) for i in range(n)])
+    return save_grid(rows, path, nrow=k + 1)
+
+
+def loss_curves(records: list[dict], path: Path) -> Path | None:
+    """Training (and validation) curves of every logged term against the step, one panel per term."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k.split("/", 1)[1] for r in records for k in r if k.startswith(("train/", "valid/"))})
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=100, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for split in ("train", "valid"):
+            pts = [(r["step"], r[f"{split}/{key}"]) for r in records if f"{split}/{key}" in r]
+            if pts:
+                ax.plot(*zip(*pts), label=split)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 @torch.no_grad()
