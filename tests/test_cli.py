@@ -165,3 +165,14 @@ def test_gan_pictures_and_mode_metrics(tmp_path, capsys):
         assert run(capsys, "plot", str(img), kind)[0] == 0 and (img / f"{kind}.png").is_file()
     code, _, err = run(capsys, "plot", str(img), "traverse")
     assert code == 1 and "has no encode() or decode()" in _one_sentence(err)
+
+
+def test_sample_a_label_from_a_conditional_gan(tmp_path, capsys, trained):
+    out = tmp_path / "cgan"
+    assert run(capsys, "train", "cgan", "--steps", "3", "--out", str(out), "--no-progress")[0] == 0
+    assert run(capsys, "sample", str(out), "--label", "7", "--n", "4", "--out", str(tmp_path / "7.png"))[0] == 0
+    assert (tmp_path / "7.png").is_file()
+    code, _, err = run(capsys, "sample", str(out), "--label", "12")
+    assert code == 1 and "labels must lie in 0 .. 9" in _one_sentence(err)
+    code, _, err = run(capsys, "sample", str(trained), "--label", "3")
+    assert code == 1 and "not class-conditional" in _one_sentence(err)

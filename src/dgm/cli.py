@@ -184,7 +184,7 @@ def cmd_sample(args) -> None:
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
     if args.n < 1:
         raise DgmError(f"--n must be at least 1, got {args.n}")
-    viz.samples(model, out, n=args.n, seed=args.seed)
+    viz.samples(model, out, n=args.n, seed=args.seed, y=args.label)
     print(out)
 
 
@@ -320,6 +320,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, help="class to sample, for class-conditional models (cgan, acgan)")
     s.add_argument("--out", help="PNG file (default RUN/samples.png)")
     s.set_defaults(func=cmd_sample)
 
