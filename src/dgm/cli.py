@@ -143,7 +143,8 @@ def cmd_train(args) -> None:
     model = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
                                                             "name": args.model}))
     if world()[0] == 0:
-        write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": args.data_dir}, cfg)
+        data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # so eval works from anywhere
+        write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": data_dir}, cfg)
     _train(model, dataset, cfg, run_dir, resume=False)
 
 
