@@ -21,7 +21,7 @@ Conventions a user must know:
   used, and giving them a non-default value is an error rather than silently ignored. The
   trainer's lr schedule, gradient clipping and weight decay do apply to both optimizers.
 - One trainer step is `n_critic` discriminator updates on the same real batch, each with fresh
-  noise, then one generator update (WGAN's Algorithm 1 draws a new real batch per critic step;
+  noise, then one generator update on the last critic step's fakes (WGAN's Algorithm 1 draws a new real batch per critic step;
   reusing the batch keeps one step = one batch of the trainer's data order, as most
   implementations that run on a data loader do). `steps` therefore counts generator updates.
 - Conditional models generate fakes for the labels of the real batch, i.e. y ~ p_data(y).
@@ -373,16 +373,22 @@ class GAN(nn.Module):
                 "discriminator": make(self.discriminator.parameters(), cfg.d_lr)}
 
     def train_step(self, batch, optimizers: dict[str, torch.optim.Optimizer], step: int) -> dict[str, torch.Tensor]:
-        """n_critic discriminator updates on this real batch (fresh noise each), then one generator update."""
+        """n_critic discriminator updates on this real batch (fresh noise each), then one generator update
+    on the last critic step's fakes (as the PyTorch DCGAN example does), scored by the updated D."""
         x, y = batch
         if self.conditional and y is None:
             raise DgmError(f"{self.cfg.name} is conditional and needs a dataset with class labels")
         y = y if self.conditional else None
         n = x.shape[0]
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
-        for _ in range(self.cfg.n_critic):
-            with torch.no_grad():
-                x_fake = self._generator(torch.randn(n, self.cfg.latent_dim, device=x.device), y)
+        for i in range(self.cfg.n_critic):
+            z = torch.randn(n, self.cfg.latent_dim, device=x.device)
+            if i < self.cfg.n_critic - 1:
+                with torch.no_grad():
+                    x_fake = self._generator(z, y)
+            else:  # the last critic step's fakes also serve the generator step: one G forward saved
+                x_fake_g = self._generator(z, y)
+                x_fake = x_fake_g.detach()
             terms = self.discriminator_loss(x, x_fake, y)
             opt_d.zero_grad(set_to_none=True)
             terms["loss_d"].mean().backward()
@@ -391,8 +397,7 @@ class GAN(nn.Module):
                 self.clip_critic()
         self.discriminator.requires_grad_(False)  # the generator's update leaves no gradient in D
         try:
-            x_fake = self._generator(torch.randn(n, self.cfg.latent_dim, device=x.device), y)
-            loss_g = self.generator_loss(x_fake, y).mean()
+            loss_g = self.generator_loss(x_fake_g, y).mean()
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
