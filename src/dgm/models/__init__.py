@@ -8,8 +8,9 @@ model can do is told by the methods it has (see ARCHITECTURE in README): `loss` 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -80,7 +81,7 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
     """Parse a command-line string into the type a config field declares."""
     hints = [annotation]
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         hints = [a for a in typing.get_args(annotation)]
     if type(None) in hints and text.lower() in ("none", "null"):
         return None
@@ -152,5 +153,4 @@ __all__ = [
     "model_entries",
     "parse_value",
     "register_model",
-    "field",
 ]
