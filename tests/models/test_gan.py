@@ -273,3 +273,31 @@ def test_cli_trains_a_gan_on_ring8_and_draws_a_scatter(tmp_path, capsys):
     assert main(["train", "gan", "--data", "ring8", "--steps", "1", "--out", str(tmp_path / "x"), "--no-progress",
                  "lr=3e-4"]) == 1
     assert "g_lr, d_lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch,shape", [("mlp", (2,)), ("conv", (1, 8, 8))])
+def test_pacgan_critic_reads_packs_of_consecutive_examples(arch, shape):
+    # D_pack(x_1, ..., x_m) is D applied to the m examples stacked along D's input channels
+    model = create_model("gan", {"data_shape": shape, "levels": 0 if arch == "mlp" else 17, "architecture": arch,
+                                 "pack": 3, "d_norm": "none"})
+    x = torch.rand(6, *shape)
+    with torch.no_grad():
+        packed = model.critic(x)[0]
+        by_hand = model.discriminator(x.reshape(2, 3 * shape[0], *shape[1:]) if arch == "conv" else
+                                      x.reshape(2, 3 * shape[0]))[:, 0]
+    assert packed.shape == (2,)
+    torch.testing.assert_close(packed, by_hand)
+    with pytest.raises(DgmError, match="multiple of 3"):
+        model.critic(x[:5])
+    # a short batch trains on its whole packs
+    out = model.train_step((torch.rand(7, *shape), None), model.optimizers(TrainConfig()), 0)
+    assert torch.isfinite(out["loss_d"])
+
+
+def test_gradient_penalty_of_a_packed_critic_uses_the_whole_pack_gradient():
+    # D(x_1, x_2) = w1.x_1 + w2.x_2 with ||(w1, w2)|| = 1: zero penalty though each part has norm < 1
+    w = torch.tensor([0.6, 0.0, 0.0, 0.8])
+    critic = lambda x: x.reshape(-1, 4) @ w  # noqa: E731  packs of two 2-D points
+    gp = gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2))
+    assert gp.shape == (4,)
+    torch.testing.assert_close(gp, torch.zeros(4), atol=1e-6, rtol=0)

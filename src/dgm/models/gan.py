@@ -104,15 +104,19 @@ GENERATOR_LOSS_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = { 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_real: torch.Tensor, x_fake: torch.Tensor,
                      eps: torch.Tensor | None = None) -> torch.Tensor:
-    """gp = (||grad D(x_hat)||_2 - 1)^2 with x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] (Gulrajani et al. 2017): [B].
+    """gp = (||grad D(x_hat)||_2 - 1)^2 with x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] (Gulrajani et al. 2017).
 
-    `critic` maps [B, ...] to [B]; the graph is kept (create_graph) so the penalty trains the critic."""
+    `critic` maps [B, ...] to one output per critic input: [B], or [B / m] for a PacGAN critic that
+    reads packs of m examples, where the norm is that of the gradient with respect to the whole
+    pack. Returns one penalty per critic output. The graph is kept (create_graph) so the penalty
+    trains the critic."""
     if eps is None:
         eps = torch.rand(x_real.shape[0], device=x_real.device, dtype=x_real.dtype)
     eps = eps.reshape(-1, *[1] * (x_real.dim() - 1))
     x_hat = (eps * x_real + (1 - eps) * x_fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2)
+    d_hat = critic(x_hat)
+    (grad,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
+    return (grad.reshape(d_hat.shape[0], -1).norm(dim=1) - 1).pow(2)
 
 
 # --- configs: one per registered variant, differing only in defaults --------------------------------
@@ -127,6 +131,7 @@ class GANConfig(ModelConfig):
     base_channels: int = 64  # DCGAN widths: this next to the image, doubling towards the latent end (at most 8x)
     d_norm: str = "batch"  # conv discriminator's normalisation: batch | layer | none (G always uses batch norm)
     n_critic: int = 1  # discriminator updates per generator update
+    pack: int = 1  # PacGAN (Lin et al. 2018): D judges packs of this many examples, all real or all fake
     clip: float = 0.0  # WGAN weight clipping: every critic parameter kept in [-clip, clip]; 0 disables
     gp_weight: float = 0.0  # WGAN-GP gradient-penalty weight lambda; 0 disables
     optimizer: str = "adam"  # adam | rmsprop (replaces the trainer's optimizer)
@@ -266,7 +271,8 @@ class GAN(nn.Module):
         if cfg.architecture == "conv":
             c, h, w = cfg.data_shape
             self.generator = DCGANGenerator(g_in, cfg.data_shape, cfg.base_channels)
-            self.discriminator = DCGANDiscriminator((c + d_extra, h, w), cfg.base_channels, d_out, cfg.d_norm)
+            self.discriminator = DCGANDiscriminator((cfg.pack * (c + d_extra), h, w), cfg.base_channels, d_out,
+                                                    cfg.d_norm)
             self.apply(_dcgan_init)
         else:
             dim = math.prod(cfg.data_shape)
@@ -274,7 +280,7 @@ class GAN(nn.Module):
             self.generator = nn.Sequential(MLP(g_in, list(cfg.hidden_dims), dim, "relu"),
                                            *([nn.Sigmoid()] if is_image else []),
                                            nn.Unflatten(1, tuple(cfg.data_shape)))
-            self.discriminator = MLP(dim + d_extra, list(cfg.hidden_dims)[::-1], d_out, "leaky_relu")
+            self.discriminator = MLP(cfg.pack * (dim + d_extra), list(cfg.hidden_dims)[::-1], d_out, "leaky_relu")
             for m in self.discriminator.modules():
                 if isinstance(m, nn.LeakyReLU):
                     m.negative_slope = 0.2  # DCGAN's slope; the shared MLP builds PyTorch's default 0.01
@@ -306,7 +312,11 @@ class GAN(nn.Module):
         return self.generator(z)
 
     def critic(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(D's raw real/fake output [B], a logit for objective=gan; AC-GAN's class logits [B, K], else None)."""
+        """(D's raw real/fake output [B / pack], a logit for objective=gan; AC-GAN's class logits [B, K], else None).
+
+        With pack = m, examples m i .. m i + m - 1 (each with its label planes) are stacked along the
+        channels into D's i-th input, so D sees the joint of m samples and can tell a collapsed
+        generator by their lack of variety (PacGAN)."""
         if self.cfg.architecture == "mlp":
             x = x.flatten(1)
         if self.cfg.conditioning == "concat":
@@ -314,7 +324,12 @@ class GAN(nn.Module):
             if x.dim() == 4:
                 onehot = onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])
             x = torch.cat([x, onehot], dim=1)
-        out = self.discriminator(x)
+        if self.cfg.pack > 1:
+            if x.shape[0] % self.cfg.pack:
+                raise DgmError(f"pack={self.cfg.pack} needs batches of a multiple of {self.cfg.pack} examples, "
+                               f"got {x.shape[0]}")
+            x = x.reshape(x.shape[0] // self.cfg.pack, self.cfg.pack * x.shape[1], *x.shape[2:])
+        out = self.discriminator(x).float()  # losses in float32 also under bf16 autocast
         return out[:, 0], (out[:, 1:] if self.cfg.conditioning == "auxiliary" else None)
 
     def discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor, y: torch.Tensor | None
@@ -379,7 +394,8 @@ class GAN(nn.Module):
         if self.conditional and y is None:
             raise DgmError(f"{self.cfg.name} is conditional and needs a dataset with class labels")
         y = y if self.conditional else None
-        n = x.shape[0]
+        n = x.shape[0] - x.shape[0] % self.cfg.pack  # whole packs only (the epoch's last batch may be short)
+        x, y = x[:n], (None if y is None else y[:n])
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         for i in range(self.cfg.n_critic):
             z = torch.randn(n, self.cfg.latent_dim, device=x.device)
@@ -482,8 +498,10 @@ def _check(cfg: GANConfig) -> None:
     choose("d_norm", cfg.d_norm, ("batch", "layer", "none"))
     if cfg.generator_loss == "minimax" and cfg.objective != "gan":
         raise DgmError("generator_loss=minimax belongs to objective=gan; the other objectives have one generator loss")
-    if cfg.latent_dim < 1 or cfg.n_critic < 1:
-        raise DgmError("latent_dim and n_critic must be at least 1")
+    if cfg.latent_dim < 1 or cfg.n_critic < 1 or cfg.pack < 1:
+        raise DgmError("latent_dim, n_critic and pack must be at least 1")
+    if cfg.pack > 1 and cfg.conditioning == "auxiliary":
+        raise DgmError("AC-GAN's classifier labels single examples, so it cannot read packs; use pack=1")
     if cfg.clip < 0 or cfg.gp_weight < 0:
         raise DgmError("clip and gp_weight must be 0 (off) or positive")
     if cfg.conditioning != "none" and not cfg.num_classes:
