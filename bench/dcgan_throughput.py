@@ -2,7 +2,7 @@
 the official PyTorch DCGAN example writes it (torchvision MNIST with Resize(32) + ToTensor + Normalize,
 DataLoader, nz 100, 64 filters, batch 64, Adam 2e-4 / 0.5, BCELoss). Same network on both sides:
 G 100 -> 256x4x4 -> 128x8x8 -> 64x16x16 -> 1x32x32, D its mirror. Each measurement runs in its own
-process, alternating peer and dgm.
+process, alternating peer, dgm (float32, as the peer) and dgm with `precision=bf16` (bfloat16 autocast).
 
     python bench/dcgan_throughput.py --data-dir ../shared/data --steps 150 --repeats 3
 """
@@ -87,7 +87,7 @@ def peer(data_dir: Path, steps: int) -> float:
         return done / (time.perf_counter() - t0)
 
 
-def ours(data_dir: Path, steps: int) -> float:
+def ours(data_dir: Path, steps: int, precision: str = "fp32") -> float:
     import torch
     import torch.nn.functional as F
 
@@ -106,10 +106,14 @@ def ours(data_dir: Path, steps: int) -> float:
     torch.manual_seed(1)
     model = create_model("dcgan", {"data_shape": (1, 32, 32), "levels": 256, "num_classes": 10, "latent_dim": 100,
                                    "base_channels": 64})
-    trainer = Trainer(model, ds, TrainConfig(steps=10 + steps, batch_size=64, progress=False))
+    trainer = Trainer(model, ds, TrainConfig(steps=10 + steps, batch_size=64, precision=precision,
+                                                  progress=False))
     t0 = time.perf_counter()
     trainer.fit()  # timed whole, its 10 warm-up steps included (the peer's are not): conservative
     return (10 + steps) * 64 / (time.perf_counter() - t0)
+
+
+WORKERS = {"peer": peer, "dgm": ours, "dgm-bf16": lambda data_dir, steps: ours(data_dir, steps, "bf16")}
 
 
 def main() -> None:
@@ -117,21 +121,22 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--worker", choices=["peer", "dgm"])
+    p.add_argument("--worker", choices=list(WORKERS))
     args = p.parse_args()
     if args.worker:
-        print(json.dumps({"images_per_s": (peer if args.worker == "peer" else ours)(Path(args.data_dir), args.steps)}))
+        print(json.dumps({"images_per_s": WORKERS[args.worker](Path(args.data_dir), args.steps)}))
         return
-    rates: dict[str, list[float]] = {"peer": [], "dgm": []}
+    rates: dict[str, list[float]] = {who: [] for who in WORKERS}
     for r in range(args.repeats):
-        for who in ("peer", "dgm"):
+        for who in WORKERS:
             out = subprocess.run([sys.executable, __file__, "--worker", who, "--steps", str(args.steps),
                                   "--data-dir", args.data_dir], check=True, capture_output=True, text=True)
             rate = json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
             rates[who].append(rate)
             print(f"repeat {r}: {who:>4} {rate:7.0f} images/s", flush=True)
-    a, b = statistics.median(rates["peer"]), statistics.median(rates["dgm"])
-    print(json.dumps({"peer_images_per_s": round(a), "dgm_images_per_s": round(b), "ratio": round(b / a, 2),
+    median = {who: statistics.median(r) for who, r in rates.items()}
+    print(json.dumps({"images_per_s": {who: round(m) for who, m in median.items()},
+                      "ratio_to_peer": {who: round(m / median["peer"], 2) for who, m in median.items()},
                       "steps": args.steps, "repeats": args.repeats}))
 
 

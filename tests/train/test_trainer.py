@@ -161,3 +161,20 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
                       out_dir=tmp_path)
     with pytest.raises(DgmError, match="pip install tensorboard"):
         trainer.fit()
+
+
+@pytest.mark.parametrize("name,options", [("vae", {"architecture": "conv", "conv_channels": (8, 8)}),
+                                          ("dcgan", {"base_channels": 8})])
+def test_bf16_precision_runs_forward_passes_in_bfloat16_and_keeps_float32_weights_and_losses(name, options):
+    ds = tiny_dataset(n=64, shape=(1, 8, 8))
+    model = create_model(name, {"data_shape": (1, 8, 8), "levels": 17, "num_classes": 10, **options})
+    seen = []
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer = Trainer(model, ds, TrainConfig(steps=2, batch_size=32, precision="bf16", progress=False))
+    out = trainer.train_step(0)
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(DgmError, match="unknown precision"):
+        Trainer(model, ds, TrainConfig(precision="fp8"))

@@ -46,6 +46,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine | exponential
     lr_decay: float = 1.0  # exponential schedule: factor per epoch
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
+    precision: str = "fp32"  # fp32 | bf16: forward passes under bfloat16 autocast (weights, optimizer and
+    # validation stay float32); about twice as fast for convolutions on CPUs with AVX-512 BF16 or AMX
     time_limit: float = 0.0  # minutes; stop at the first epoch end past it (0 = none)
     early_stopping: int = 0  # patience in epochs without improvement of valid `monitor`; 0 disables
     monitor: str = "loss"  # validation metric to minimise (early stopping, best weights)
@@ -100,6 +102,8 @@ class Trainer:
         torch.set_flush_denormal(True)  # border pixels' sigmoids underflow into slow denormals otherwise
         self.rank, self.world_size, local_rank = ddp.world()
         self.device = select_device(self.cfg.device, local_rank)
+        if self.cfg.precision not in ("fp32", "bf16"):
+            raise DgmError(f"unknown precision '{self.cfg.precision}'; choose fp32 or bf16")
         ddp.init(self.device)
         self.model.to(self.device)
         if ddp.is_distributed():
@@ -172,14 +176,15 @@ class Trainer:
         batch = (self.dataset.to_float(self.train_x[idx]), None if self.train_y is None else self.train_y[idx])
         if not self.model.training:
             self.model.train()
-        if not callable(getattr(self.model, "train_step", None)):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            if callable(getattr(self.model, "train_step", None)):
+                return self.model.train_step(batch, self.optimizers, step)
             opt = self.optimizers["model"]
             out = self.model.loss(batch, step)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
             return out
-        return self.model.train_step(batch, self.optimizers, step)
 
     # --- validation -----------------------------------------------------------------------------
     @torch.no_grad()
