@@ -1,4 +1,4 @@
-"""The `dgm` command: zoo, data, train, resume, sample, eval, plot.
+"""The `dgm` command: zoo, data, train, resume, sample, eval, report, compare, plot.
 
 Commands ask a model what it can do (its methods) and never switch on model names.
 User mistakes end with one sentence on stderr and exit status 2, without a traceback.
@@ -189,12 +189,72 @@ def cmd_sample(args) -> None:
     print(out)
 
 
-def cmd_eval(args) -> None:
-    import dgm
-    from dgm.evaluate import likelihood_metrics, mode_metrics
-    from dgm.runs import load_data, read_config
+EVAL_METRICS = ("likelihood", "modes", "fid", "kid", "inception_score", "precision_recall", "diversity",
+                "memorisation", "critic")  # the last seven: dgm.evaluate.quality.METRICS
+EVAL_FILE = "eval.json"
 
-    config = read_config(Path(args.run))
+
+def _evaluate(model, dataset, metrics: list[str] | None, split: str = "test", k: int = 1000,
+              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
+              progress: bool = True) -> dict[str, Any]:
+    """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
+    from dgm.evaluate import likelihood_metrics, mode_metrics, sample_quality
+    from dgm.evaluate.quality import METRICS as SAMPLE_METRICS
+
+    chosen = metrics or list(EVAL_METRICS)
+    results: dict[str, Any] = {}
+    if "likelihood" in chosen:
+        found = likelihood_metrics(model, dataset, split, k=k, n_examples=n_examples, seed=seed, progress=progress)
+        if metrics and not found:
+            raise DgmError(f"{type(model).__name__} has no elbo()/iwae() or log_prob(), so it has no likelihood")
+        results.update(found)
+    if "modes" in chosen:
+        found = mode_metrics(model, dataset, seed=seed)
+        if metrics and not found:
+            raise DgmError(f"mode coverage needs a toy 2-D mixture dataset (ring8, grid25), not '{dataset.name}'")
+        results.update(found)
+    sample_names = [m for m in chosen if m in SAMPLE_METRICS]
+    if sample_names:
+        found = sample_quality(model, dataset, sample_names, n_samples=n_samples, seed=seed, progress=progress)
+        if metrics and not found:
+            raise DgmError(f"{', '.join(sample_names)} score image samples, and this model or dataset has none")
+        results.update(found)
+    return results
+
+
+def _parse_metrics(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [m.strip().replace("-", "_") for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in EVAL_METRICS]
+    if unknown or not names:
+        raise DgmError(f"unknown metric '{unknown[0] if unknown else text}'; choose from {', '.join(EVAL_METRICS)}")
+    return names
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    reference = results.get("reference") or {}
+    for key, value in results.items():
+        if key not in reference and key != "reference":
+            print(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+    if reference:
+        print(f"\nsample quality of {results['n_samples']} samples against the training set; the floor is "
+              f"{results['n_samples']} real test images scored the same way")
+        _table(("metric", "model", "real test vs train"),
+               [(k, f"{results[k]:.4f}", f"{v:.4f}") for k, v in reference.items() if k in results])
+
+
+def cmd_eval(args) -> None:
+    import os
+
+    import dgm
+    from dgm.io import atomic_write_json
+    from dgm.runs import load_data, read_config
+    from dgm.train.trainer import WEIGHTS
+
+    metrics = _parse_metrics(args.metrics)
+    run_dir = Path(args.run)
+    config = read_config(run_dir)
     model = dgm.load(args.run)
     if args.data:
         from dgm.data import load_dataset
@@ -206,14 +266,69 @@ def cmd_eval(args) -> None:
     else:
         dataset = load_data(config, args.data_dir)
     results: dict[str, Any] = {"run": str(args.run), "split": args.split}
-    results.update(likelihood_metrics(model, dataset, args.split, k=args.k, n_examples=args.n_examples,
-                                      seed=args.seed, progress=not args.json))
-    results.update(mode_metrics(model, dataset, seed=args.seed))
+    results.update(_evaluate(model, dataset, metrics, args.split, k=args.k, n_examples=args.n_examples,
+                             n_samples=args.n_samples, seed=args.seed, progress=not args.json))
+    if not args.data:  # cache for `dgm report` and `dgm compare`, merged with earlier scores of the same weights
+        mtime = os.stat(run_dir / WEIGHTS).st_mtime_ns
+        cached = _read_eval(run_dir)
+        if cached.get("weights_mtime_ns") == mtime:
+            cached["reference"] = {**cached.get("reference", {}), **results.get("reference", {})}
+            results = {**cached, **{k: v for k, v in results.items() if k != "reference"},
+                       "reference": cached["reference"]}
+        atomic_write_json(run_dir / EVAL_FILE, {**results, "weights_mtime_ns": mtime})
+    results.pop("weights_mtime_ns", None)
+    if not results.get("reference"):
+        results.pop("reference", None)
     if args.json:
         print(json.dumps(results))
     else:
-        for key, value in results.items():
-            print(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+        _print_results(results)
+
+
+def _read_eval(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DgmError(f"{path} is corrupt; delete it and run `dgm eval {run_dir}` again") from None
+
+
+def cmd_report(args) -> None:
+    import dgm
+    from dgm.runs import load_data, read_config, read_metrics
+    from dgm.viz.report import write_report
+
+    run_dir = Path(args.run)
+    config = read_config(run_dir)
+    model = dgm.load(run_dir)
+    dataset = load_data(config, args.data_dir)
+    metrics = _read_eval(run_dir)
+    if not metrics and not args.no_eval:
+        print(f"{run_dir} has no {EVAL_FILE}; computing the default metrics (likelihood on 1,000 test images, "
+              "k=100) first", file=sys.stderr)
+        metrics = _evaluate(model, dataset, None, k=100, n_examples=1000, seed=args.seed, progress=True)
+    path = write_report(run_dir, model, dataset, config, read_metrics(run_dir), metrics or None, seed=args.seed)
+    print(path)
+
+
+def cmd_compare(args) -> None:
+    from dgm.runs import read_config
+    from dgm.viz.report import leaderboard, markdown_table
+
+    entries = []
+    for run in args.runs:
+        config = read_config(Path(run))
+        metrics = _read_eval(Path(run))
+        if not metrics:
+            raise DgmError(f"{run} has no {EVAL_FILE}; score it first with `dgm eval {run}`")
+        entries.append((Path(run).name, config, metrics))
+    header, rows = leaderboard(entries)
+    if args.markdown:
+        print(markdown_table(header, rows))
+    else:
+        _table(header, rows)
 
 
 def cmd_plot(args) -> None:
@@ -325,16 +440,32 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="PNG file (default RUN/samples.png)")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="every metric the model supports")
+    e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run")
-    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(EVAL_METRICS)} (default: all the model "
+                                     "supports)")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split for likelihoods")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")
-    e.add_argument("--n-examples", type=int, help="evaluate an evenly strided subset of this size")
+    e.add_argument("--n-examples", type=int, help="likelihoods on an evenly strided subset of this size")
+    e.add_argument("--n-samples", type=int, default=1000,
+                   help="samples for sample quality, at most the test set's size (default 1000)")
     e.add_argument("--data", help="evaluate on another dataset of the same shape")
     e.add_argument("--data-dir")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress bars")
     e.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="write RUN/report.html: config, curves, pictures, metrics")
+    rp.add_argument("run")
+    rp.add_argument("--data-dir")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--no-eval", action="store_true", help="do not compute metrics when RUN/eval.json is missing")
+    rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="a leaderboard of runs scored by `dgm eval`")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("--markdown", action="store_true", help="a Markdown table, for docs/benchmarks.md")
+    c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
                                      "nearest training images")

@@ -75,9 +75,9 @@ def nearest_neighbours(model: nn.Module, train_x: torch.Tensor, path: Path, n: i
     s = model.sample(n, generator=g).cpu()
     if s.dim() != 4:
         raise DgmError("nearest neighbours are drawn for image samples only")
-    flat = train_x.flatten(1)
-    dist = torch.cat([torch.cdist(s.flatten(1), flat[i : i + 8192]) for i in range(0, len(flat), 8192)], 1)
-    idx = dist.topk(k, largest=False).indices  # [n, k]
+    from dgm.evaluate.quality import nearest_distances
+
+    idx = nearest_distances(s, train_x, k)[1]  # [n, k]
     rows = torch.cat([torch.cat([s[i : i + 1], train_x[idx[i]]]) for i in range(n)])
     return save_grid(rows, path, nrow=k + 1)
 

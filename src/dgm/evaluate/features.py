@@ -1,0 +1,120 @@
+"""Fixed feature networks for sample-quality scores.
+
+Inception-v3 features do not suit 8x8 or 28x28 digits and need a download, so dgm ships a
+small CNN classifier per digit dataset family, trained once by
+`bench/train_feature_nets.py` (seeded) and stored in `weights/` as safetensors:
+
+    digits.safetensors  8x8 scikit-learn digits (17 grey levels)
+    mnist.safetensors   28x28 MNIST; binarized MNIST reuses it (it was trained on
+                        grey and Bernoulli-binarized images alike)
+
+Its penultimate layer gives the features for FID, KID and precision/recall; its softmax
+p(y|x) gives the Inception-style score. Other datasets fall back to Inception-v3
+(torchvision) when its weights are already in the torch hub cache; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dgm.errors import DgmError
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+# dataset name -> shipped network (binarized MNIST is scored by MNIST's network)
+SHIPPED = {"digits": "digits", "mnist": "mnist", "binarized-mnist": "mnist"}
+INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's IMAGENET1K_V1 weights
+
+
+class DigitNet(nn.Module):
+    """Blocks of conv3x3 -> ReLU -> maxpool2, then a ReLU feature layer and linear logits.
+
+    Input: images [N, 1, H, W] in [0, 1]. `features(x)` is the penultimate layer [N, feature_dim];
+    `forward(x)` gives class logits [N, num_classes].
+    """
+
+    def __init__(self, image_size: int, channels: tuple[int, ...], feature_dim: int = 128, num_classes: int = 10):
+        super().__init__()
+        self.config = {"image_size": image_size, "channels": list(channels), "feature_dim": feature_dim,
+                       "num_classes": num_classes}
+        layers: list[nn.Module] = []
+        c_in, size = 1, image_size
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in, size = c_out, size // 2
+        self.conv = nn.Sequential(*layers)
+        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size, feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.num_features = feature_dim  # what torchmetrics reads from a custom feature extractor
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature(self.conv((x - 0.5) / 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def save_feature_net(net: DigitNet, path: Path, **info) -> None:
+    """Weights as safetensors; the architecture and provenance (`info`) in its JSON metadata."""
+    from dgm.io import save_tensors
+
+    save_tensors(path, net.state_dict(), {"config": json.dumps(net.config),
+                                          **{k: json.dumps(v) for k, v in info.items()}})
+
+
+def load_feature_net(name: str) -> tuple[DigitNet, dict]:
+    """A shipped network by family name ("digits", "mnist") and its metadata (test accuracy...)."""
+    from dgm.io import load_tensors
+
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise DgmError(f"no shipped feature network '{name}' at {path}; "
+                       "train it with `python bench/train_feature_nets.py`")
+    tensors, meta = load_tensors(path)
+    info = {k: json.loads(v) for k, v in meta.items()}
+    net = DigitNet(**info.pop("config"))
+    net.load_state_dict(tensors)
+    return net.eval(), info
+
+
+class InceptionFeatures(nn.Module):
+    """Inception-v3 pool features (2048) and ImageNet logits for images of any size and channel count."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        from torchvision.models import inception_v3
+
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # tensors only, no code
+        self.head = net.fc
+        net.fc = nn.Identity()
+        self.net = net.eval()
+        self.num_features = 2048
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.net((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def feature_net_for(dataset_name: str) -> tuple[nn.Module, str]:
+    """The feature network that scores a dataset's images, and its name for reports.
+
+    The shipped DigitNet for digits / MNIST / binarized MNIST; otherwise Inception-v3 if its
+    weights are already on disk (torch hub cache), else a DgmError saying where to put them."""
+    if dataset_name in SHIPPED:
+        net, _ = load_feature_net(SHIPPED[dataset_name])
+        return net, f"dgm-{SHIPPED[dataset_name]}"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if not path.is_file():
+        raise DgmError(f"dataset '{dataset_name}' has no shipped feature network and Inception-v3 weights are "
+                       f"not on disk; put {INCEPTION_FILE} (from https://download.pytorch.org/models/) at {path}, "
+                       "or choose metrics that need no features (--metrics diversity,memorisation,critic)")
+    return InceptionFeatures(path).eval(), "inception-v3"
