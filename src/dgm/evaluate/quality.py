@@ -279,6 +279,15 @@ def _real_sets(dataset, metrics: list[str], n: int, max_train: int = 10000) -> d
     return real
 
 
+def reference_floor(dataset, metrics: list[str] | None = None, n_samples: int = 1000, seed: int = 0) -> dict:
+    """The real test images scored as if they were samples (what `sample_quality` reports as "reference")."""
+    metrics = list(METRICS) if metrics is None else list(metrics)
+    check_metrics(metrics)
+    n = min(n_samples, len(dataset.test))
+    real = _real_sets(dataset, metrics, n)
+    return {"n_samples": n, "feature_net": real.get("feature_net"), **score_images(real["test"], real, metrics, seed)}
+
+
 @torch.no_grad()
 def _samples(model: nn.Module, n: int, seed: int, progress: bool, batch_size: int = 500) -> torch.Tensor:
     from tqdm.auto import tqdm
