@@ -217,7 +217,7 @@ def _evaluate(model, dataset, metrics: list[str] | None, split: str = "test", k:
     if sample_names:
         found = sample_quality(model, dataset, sample_names, n_samples=n_samples, seed=seed, progress=progress)
         if metrics and not found:
-            raise DgmError(f"{', '.join(sample_names)} score image samples, and this model or dataset has none")
+            raise DgmError(f"sample-quality metrics ({', '.join(sample_names)}) need image samples, and this run has none")
         results.update(found)
     return results
 
