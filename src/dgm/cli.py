@@ -182,6 +182,18 @@ def cmd_sample(args) -> None:
     from dgm import viz
 
     model = dgm.load(args.run)
+    if args.complete:
+        from dgm.io import read_images
+
+        if args.rows is None:
+            raise DgmError("--complete needs --rows K, the number of rows to keep")
+        if not callable(getattr(model, "complete", None)):
+            raise DgmError(f"{type(model).__name__} cannot complete images; autoregressive models can")
+        x = read_images(Path(args.complete), tuple(model.cfg.data_shape), model.cfg.levels)
+        out = Path(args.out) if args.out else Path(args.run) / "completions.png"
+        viz.completions(model, x, args.rows, out, seed=args.seed, y=args.label)
+        print(out)
+        return
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
     if args.n < 1:
         raise DgmError(f"--n must be at least 1, got {args.n}")
@@ -436,8 +448,12 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label", type=int, help="class to sample, for class-conditional models (cgan, acgan)")
-    s.add_argument("--out", help="PNG file (default RUN/samples.png)")
+    s.add_argument("--label", type=int, help="class to sample, for class-conditional models (cgan, acgan, gated-pixelcnn conditional=true)")
+    s.add_argument("--out", help="PNG file (default RUN/samples.png, or RUN/completions.png)")
+    s.add_argument("--complete", metavar="FILE",
+                   help="complete these images (autoregressive models): an .npz with an array x [N, C, H, W] or "
+                        "[N, H, W] (floats in [0, 1] or uint8 0..255), or one PNG of the model's image size")
+    s.add_argument("--rows", type=int, help="with --complete: keep this many top rows, sample the rest")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")

@@ -94,3 +94,39 @@ def unpack_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(skeleton, list):
         return [unpack_state(v, tensors) for v in skeleton]
     return skeleton
+
+
+def read_images(path: Path, shape: tuple[int, int, int], levels: int) -> torch.Tensor:
+    """Images [N, C, H, W] in [0, 1], rounded to `levels` values, from an .npz holding an array `x`
+    ([N, C, H, W] or [N, H, W]; floats in [0, 1] or uint8 0..255) or from one image file of size H x W."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DgmError(f"no file {path}; give an .npz with an array x, or a PNG image")
+    c, h, w = shape
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f:
+                    raise DgmError(f"{path} has no array named x (it has: {', '.join(f.files) or 'nothing'})")
+                x = f["x"]
+        except (OSError, ValueError) as e:
+            raise DgmError(f"cannot read {path} as an .npz file ({e})") from None
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            x = np.asarray(Image.open(path).convert("L" if c == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError):
+            raise DgmError(f"cannot read {path} as an image; give a PNG or an .npz with an array x") from None
+        x = x[None, None] if c == 1 else x.transpose(2, 0, 1)[None]
+    if x.ndim == 3 and c == 1:
+        x = x[:, None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise DgmError(f"{path} holds images of shape {tuple(x.shape)}, the model needs [N, {c}, {h}, {w}]"
+                       + (f" or [N, {h}, {w}]" if c == 1 else ""))
+    x = torch.from_numpy(x.astype(np.float32) / 255 if x.dtype == np.uint8 else x.astype(np.float32))
+    if x.numel() == 0 or x.min() < 0 or x.max() > 1:
+        raise DgmError(f"{path}: pixel values must lie in [0, 1] (floats) or 0..255 (uint8)")
+    return torch.round(x * (levels - 1)) / (levels - 1)

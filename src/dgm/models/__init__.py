@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from dgm.errors import DgmError
@@ -55,6 +56,20 @@ def register_model(name: str, config_cls: type, family: str, seeds: tuple[str, .
 def _ensure_loaded() -> None:
     from dgm.models import vae  # noqa: F401  (registers)
     from dgm.models import gan  # noqa: F401  (registers)
+    from dgm.models import autoregressive  # noqa: F401  (registers)
+
+
+def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:
+    """Class labels [n] for a conditional model: y as given (an int or [n]), or 0, 1, ..., K-1, 0, ... when None."""
+    if y is None:
+        return torch.arange(n, device=device) % num_classes
+    y = torch.as_tensor(y, device=device, dtype=torch.long)
+    y = y.expand(n) if y.dim() == 0 else y
+    if y.shape != (n,):
+        raise DgmError(f"expected {n} labels, got shape {tuple(y.shape)}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DgmError(f"labels must lie in 0 .. {num_classes - 1}")
+    return y
 
 
 def model_entries() -> list[ModelEntry]:
@@ -147,6 +162,7 @@ __all__ = [
     "ModelEntry",
     "build_config",
     "capabilities",
+    "class_labels",
     "config_fields",
     "create_model",
     "get_entry",

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgm.errors import DgmError
-from dgm.models import ModelConfig, register_model
+from dgm.models import ModelConfig, class_labels, register_model
 from dgm.nn import MLP
 
 OBJECTIVES = ("gan", "wasserstein", "least_squares")
@@ -292,18 +292,7 @@ class GAN(nn.Module):
 
     def labels(self, y, n: int, device: torch.device) -> torch.Tensor | None:
         """Class labels [n] for a conditional model: y as given (an int or [n]), or 0, 1, ..., K-1, 0, ... when None."""
-        if not self.conditional:
-            return None
-        k = self.cfg.num_classes
-        if y is None:
-            return torch.arange(n, device=device) % k
-        y = torch.as_tensor(y, device=device, dtype=torch.long)
-        y = y.expand(n) if y.dim() == 0 else y
-        if y.shape != (n,):
-            raise DgmError(f"expected {n} labels, got shape {tuple(y.shape)}")
-        if y.min() < 0 or y.max() >= k:
-            raise DgmError(f"labels must lie in 0 .. {k - 1}")
-        return y
+        return class_labels(y, n, self.cfg.num_classes, device) if self.conditional else None
 
     def _generator(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """G(z[, y]) in data space, in whatever mode the generator is in."""

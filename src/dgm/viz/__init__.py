@@ -204,3 +204,18 @@ def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: P
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def completions(model: nn.Module, x: torch.Tensor, rows: int, path: Path, seed: int = 0, y: int | None = None,
+                n_per_image: int = 3) -> Path:
+    """One line per image: its first `rows` rows (the rest grey), n_per_image completions, the original."""
+    require(model, "complete")
+    if y is not None and not getattr(model, "conditional", False):
+        raise DgmError(f"{type(model).__name__} is not class-conditional, so it cannot complete with a given label")
+    x = x.to(next(model.parameters()).device)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    done = [model.complete(x, rows, y=y, generator=generator) for _ in range(n_per_image)]
+    kept = x.clone()
+    kept[:, :, rows:] = 0.5
+    return save_grid(torch.stack([kept, *done, x], dim=1).flatten(0, 1), path, nrow=n_per_image + 2)
