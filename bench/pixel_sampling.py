@@ -17,7 +17,7 @@ import dgm
 from dgm.models import create_model
 
 # the sizes bench/pixel_nll.py trains on binarized MNIST
-SIZES = {"pixelcnn": {"channels": 32, "n_blocks": 6}, "gated-pixelcnn": {"channels": 32, "n_layers": 6}}
+SIZES = {"pixelcnn": {"channels": 32, "n_blocks": 6}, "gated-pixelcnn": {"channels": 16, "n_layers": 6}}
 
 
 def timed(model, method: str, n: int, seed: int) -> tuple[torch.Tensor, float]:

@@ -448,7 +448,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label", type=int, help="class to sample, for class-conditional models (cgan, acgan, gated-pixelcnn conditional=true)")
+    s.add_argument("--label", type=int,
+                   help="class to sample, for class-conditional models (cgan, acgan, gated-pixelcnn conditional=true)")
     s.add_argument("--out", help="PNG file (default RUN/samples.png, or RUN/completions.png)")
     s.add_argument("--complete", metavar="FILE",
                    help="complete these images (autoregressive models): an .npz with an array x [N, C, H, W] or "

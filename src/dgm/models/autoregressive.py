@@ -15,6 +15,7 @@ same model give identical images from the same generator:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,11 +88,11 @@ class AutoregressiveModel(nn.Module):
             k = self.cfg.num_classes
             per_label = torch.stack([self.log_prob(x, torch.full((x.shape[0],), c, device=x.device))
                                      for c in range(k)])
-            return torch.logsumexp(per_label, dim=0) - torch.log(torch.tensor(float(k)))
+            return torch.logsumexp(per_label, dim=0) - math.log(k)
         return self.pixel_log_prob(x, y).flatten(1).sum(-1)
 
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
-        """-log p(x) averaged over the batch (nats per image)."""
+        """-log p(x) averaged over the batch (nats per image), and the same in bits per dimension."""
         x, y = batch[0], batch[1] if len(batch) > 1 else None
         if getattr(self, "conditional", False):
             if y is None:
@@ -100,7 +101,7 @@ class AutoregressiveModel(nn.Module):
         else:
             log_px = self.log_prob(x)
         nll = -log_px.mean()
-        return {"loss": nll, "nll": nll.detach()}
+        return {"loss": nll, "bits_per_dim": nll.detach() / (x[0].numel() * math.log(2))}
 
     # --- sampling ----------------------------------------------------------------------------
     def sample(self, n: int, y=None, generator: torch.Generator | None = None,
