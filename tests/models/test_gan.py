@@ -301,3 +301,14 @@ def test_gradient_penalty_of_a_packed_critic_uses_the_whole_pack_gradient():
     gp = gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2))
     assert gp.shape == (4,)
     torch.testing.assert_close(gp, torch.zeros(4), atol=1e-6, rtol=0)
+
+
+def test_mlp_generator_uses_batch_norm_for_images_and_not_for_points_by_default():
+    def has_bn(shape, **options):
+        model = create_model("gan", {"data_shape": shape, "levels": 0 if len(shape) == 1 else 256, **options})
+        return any(isinstance(m, nn.BatchNorm1d) for m in model.generator.modules())
+
+    assert has_bn((1, 28, 28)) and not has_bn((2,))
+    assert has_bn((2,), g_norm="batch") and not has_bn((1, 28, 28), g_norm="none")
+    with pytest.raises(DgmError, match="g_norm"):
+        has_bn((2,), g_norm="layer")

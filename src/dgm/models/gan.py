@@ -129,7 +129,9 @@ class GANConfig(ModelConfig):
     latent_dim: int = 64
     hidden_dims: tuple[int, ...] = (256, 256)  # MLP widths of G; D uses them reversed
     base_channels: int = 64  # DCGAN widths: this next to the image, doubling towards the latent end (at most 8x)
-    d_norm: str = "batch"  # conv discriminator's normalisation: batch | layer | none (G always uses batch norm)
+    g_norm: str = "auto"  # MLP generator's normalisation: batch | none | auto (batch for images, none for points;
+    # without it the MLP generator collapses to one digit on MNIST); the DCGAN generator always uses batch norm
+    d_norm: str = "batch"  # conv discriminator's normalisation: batch | layer | none
     n_critic: int = 1  # discriminator updates per generator update
     pack: int = 1  # PacGAN (Lin et al. 2018): D judges packs of this many examples, all real or all fake
     clip: float = 0.0  # WGAN weight clipping: every critic parameter kept in [-clip, clip]; 0 disables
@@ -277,7 +279,8 @@ class GAN(nn.Module):
         else:
             dim = math.prod(cfg.data_shape)
             is_image = len(cfg.data_shape) == 3
-            self.generator = nn.Sequential(MLP(g_in, list(cfg.hidden_dims), dim, "relu"),
+            g_batch_norm = cfg.g_norm == "batch" or (cfg.g_norm == "auto" and is_image)
+            self.generator = nn.Sequential(MLP(g_in, list(cfg.hidden_dims), dim, "relu", g_batch_norm),
                                            *([nn.Sigmoid()] if is_image else []),
                                            nn.Unflatten(1, tuple(cfg.data_shape)))
             self.discriminator = MLP(cfg.pack * (dim + d_extra), list(cfg.hidden_dims)[::-1], d_out, "leaky_relu")
@@ -485,6 +488,7 @@ def _check(cfg: GANConfig) -> None:
     choose("conditioning", cfg.conditioning, CONDITIONINGS)
     choose("optimizer", cfg.optimizer, ("adam", "rmsprop"))
     choose("d_norm", cfg.d_norm, ("batch", "layer", "none"))
+    choose("g_norm", cfg.g_norm, ("auto", "batch", "none"))
     if cfg.generator_loss == "minimax" and cfg.objective != "gan":
         raise DgmError("generator_loss=minimax belongs to objective=gan; the other objectives have one generator loss")
     if cfg.latent_dim < 1 or cfg.n_critic < 1 or cfg.pack < 1:

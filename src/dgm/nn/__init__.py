@@ -31,13 +31,18 @@ class GatedLinear(nn.Module):
 
 class MLP(nn.Sequential):
     """in_dim -> hidden... -> out_dim with an activation between layers (none after the last);
-    act="gated" makes every hidden layer a GatedLinear."""
+    act="gated" makes every hidden layer a GatedLinear; batch_norm puts BatchNorm1d before each
+    hidden activation."""
 
-    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, act: str = "relu"):
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, act: str = "relu", batch_norm: bool = False):
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [GatedLinear(a, b)] if act == "gated" else [nn.Linear(a, b), activation(act)]
+            if act == "gated":
+                layers.append(GatedLinear(a, b))
+            else:
+                layers += [nn.Linear(a, b, bias=not batch_norm), *([nn.BatchNorm1d(b)] if batch_norm else []),
+                           activation(act)]
         layers.append(nn.Linear(dims[-1], out_dim))
         super().__init__(*layers)
 
