@@ -246,9 +246,10 @@ def _parse_metrics(text: str | None) -> list[str] | None:
 
 def _print_results(results: dict[str, Any]) -> None:
     reference = results.get("reference") or {}
-    for key, value in results.items():
-        if key not in reference and key != "reference":
-            print(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+    plain = {k: v for k, v in results.items() if k not in reference and k != "reference"}
+    width = max(map(len, plain), default=0)
+    for key, value in plain.items():
+        print(f"{key:>{width}}  {value:.4f}" if isinstance(value, float) else f"{key:>{width}}  {value}")
     if reference:
         print(f"\nsample quality of {results['n_samples']} samples against the training set; the floor is "
               f"{results['n_samples']} real test images scored the same way")
