@@ -56,13 +56,23 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _torchrun(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """torchrun --nproc_per_node 2 on a free port; once more on another port if that one was taken meanwhile."""
+    for attempt in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), *args]
+        result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode == 0 or "address already in use" not in (result.stderr + result.stdout).lower():
+            break
+    return result
+
+
 def test_two_process_gloo_step_equals_single_process_step_on_the_global_batch(tmp_path):
     for steps in (1, 3):
         out = tmp_path / f"ddp{steps}.safetensors"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(out), str(steps)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+        result = _torchrun([str(HERE / "ddp_worker.py"), str(out), str(steps)], timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
         torch.manual_seed(0)
         single = LinearAutoencoder()
         Trainer(single, tiny_dataset(), TrainConfig(steps=steps, batch_size=16, lr=0.05, progress=False,
@@ -78,12 +88,9 @@ def test_two_process_gloo_step_equals_single_process_step_on_the_global_batch(tm
 
 def test_torchrun_cli_writes_one_run_folder(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "dgm", "train", "vae", "--epochs", "2", "--out", str(out),
-           "--no-progress", "hidden_dims=32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[:3000]
+    result = _torchrun(["-m", "dgm", "train", "vae", "--epochs", "2", "--out", str(out), "--no-progress",
+                        "hidden_dims=32"], timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in open(out / METRICS)]
     assert [r["epoch"] for r in records] == [1.0, 2.0]  # written once, by rank 0
     assert (out / "samples.png").is_file() and (out / WEIGHTS).is_file()

@@ -79,7 +79,7 @@ class AutoregressiveModel(nn.Module):
     # --- the likelihood ----------------------------------------------------------------------
     def pixel_log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x_ij | x_<ij) of every pixel: [B, H, W] nats."""
-        return self.likelihood.pixel_log_prob(self.net(x, y), x)
+        return self.likelihood.pixel_log_prob(self.net(x, y).to(x.dtype), x)  # the data's precision under bf16
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) = sum_i log p(x_i | x_<i): [B] nats. A conditional model given no labels returns the

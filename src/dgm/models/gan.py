@@ -321,7 +321,8 @@ class GAN(nn.Module):
                 raise DgmError(f"pack={self.cfg.pack} needs batches of a multiple of {self.cfg.pack} examples, "
                                f"got {x.shape[0]}")
             x = x.reshape(x.shape[0] // self.cfg.pack, self.cfg.pack * x.shape[1], *x.shape[2:])
-        out = self.discriminator(x).float()  # losses in float32 also under bf16 autocast
+        weight = next(self.discriminator.parameters())
+        out = self.discriminator(x).to(weight.dtype)  # losses in the weights' precision also under bf16 autocast
         return out[:, 0], (out[:, 1:] if self.cfg.conditioning == "auxiliary" else None)
 
     def discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor, y: torch.Tensor | None

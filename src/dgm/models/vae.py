@@ -67,12 +67,12 @@ class VAE(nn.Module):
     # --- the model's parts -------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> D.Normal:
         """q(z|x) = N(mu(x), diag sigma^2(x)), batch shape [B, latent_dim]."""
-        mu, log_var = self.encoder(x).float().chunk(2, dim=-1)  # float32 also under bf16 autocast
+        mu, log_var = self.encoder(x).to(x.dtype).chunk(2, dim=-1)  # the data's precision also under bf16 autocast
         return D.Normal(mu, torch.exp(0.5 * log_var))
 
     def log_px_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) for z [..., B, D] and x [B, C, H, W] -> [..., B]."""
-        return self.likelihood.log_prob(self.decoder(z).float(), x)
+        return self.likelihood.log_prob(self.decoder(z).to(x.dtype), x)
 
     def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for k samples z_s ~ q(z|x): [k, B]."""
