@@ -113,6 +113,9 @@ def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
                   if math.isfinite(summary["best_metric"]) else "")
         print(f"trained {summary['epochs']:.0f} epochs, {summary['steps']} steps in {summary['seconds']:.1f} s"
               f"{note}{metric}\nrun folder: {run_dir}\npictures: {', '.join(p.name for p in paths)}")
+    from dgm.train.distributed import shutdown
+
+    shutdown()
 
 
 def cmd_train(args) -> None:

@@ -9,6 +9,7 @@ from helpers import LinearAutoencoder, tiny_dataset  # noqa: E402
 
 from dgm.io import save_tensors  # noqa: E402
 from dgm.train import TrainConfig, Trainer  # noqa: E402
+from dgm.train.distributed import shutdown  # noqa: E402
 
 torch.manual_seed(0)
 model = LinearAutoencoder()
@@ -17,3 +18,4 @@ trainer = Trainer(model, tiny_dataset(), TrainConfig(steps=int(sys.argv[2]), bat
 trainer.fit()
 if trainer.rank == 0:
     save_tensors(Path(sys.argv[1]), model.state_dict())
+shutdown()
