@@ -37,6 +37,16 @@ def test_kid_is_unbiased_for_two_samples_of_one_distribution():
     assert shifted > draws.mean().item() + 10 * draws.std().item()
 
 
+def test_kid_std_reflects_the_generated_side():
+    """With every real feature the same, real subsets are all alike: the spread over subsets can come
+    only from the generated side, so subsets must be smaller than the generated set."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(1, 16, generator=g, dtype=torch.float64).expand(400, -1)
+    fake = torch.randn(200, 16, generator=g, dtype=torch.float64)
+    mean, std = quality.kid(real, fake, subsets=30)
+    assert std > 0.01 * abs(mean) > 0
+
+
 def test_precision_recall_are_one_for_identical_sets_and_recall_falls_without_half_the_classes(digits):
     ds, net = digits
     feats = quality.extract(net, ds.to_float(ds.train.x[:600]))[0]
@@ -56,10 +66,12 @@ def test_inception_score_is_one_for_one_class_and_k_for_k_even_confident_classes
     assert quality.inception_score(logits) == pytest.approx(4.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("size, scales, sigma", [(8, 2, 0.5), (28, 3, 1.0), (32, 4, 0.5), (64, 5, 0.5)])
-def test_ms_ssim_settings_fit_small_images(size, scales, sigma):
-    betas, s = quality.ms_ssim_settings(size, size)
-    assert len(betas) == scales and s == sigma and sum(betas) == pytest.approx(1.0)
+@pytest.mark.parametrize("size, scales, sigma, taps", [(8, 2, 0.3, 3), (28, 3, 0.5, 5), (32, 4, 0.3, 3),
+                                                       (64, 5, 0.3, 3), (176, 5, 1.5, 11)])
+def test_ms_ssim_settings_fit_small_images(size, scales, sigma, taps):
+    betas, s, k = quality.ms_ssim_settings(size, size)
+    assert len(betas) == scales and s == sigma and k == taps and sum(betas) == pytest.approx(1.0)
+    assert k - 1 < size // 2 ** (scales - 1)  # the window fits the coarsest scale
     x = torch.rand(6, 1, size, size, generator=torch.Generator().manual_seed(0))
     assert 0.0 < quality.ms_ssim_diversity(x, n_pairs=10) <= 1.0 + 1e-6  # torchmetrics accepts the settings
 

@@ -312,3 +312,29 @@ def test_mlp_generator_uses_batch_norm_for_images_and_not_for_points_by_default(
     assert has_bn((2,), g_norm="batch") and not has_bn((1, 28, 28), g_norm="none")
     with pytest.raises(DgmError, match="g_norm"):
         has_bn((2,), g_norm="layer")
+
+
+def test_packed_gradient_penalty_shares_one_mixing_weight_per_pack():
+    """x_hat of a pack lies on the line between the real and the fake pack: one eps for all m members."""
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach())
+        return x.reshape(-1, 3 * 2).sum(1)  # packs of three 2-D points
+
+    x_real, x_fake = torch.randn(12, 2), torch.randn(12, 2)
+    torch.manual_seed(1)
+    gradient_penalty(critic, x_real, x_fake, pack=3)
+    eps = ((seen[0] - x_fake) / (x_real - x_fake)).reshape(4, 3 * 2)  # per coordinate, per member
+    assert torch.allclose(eps, eps[:, :1].expand(-1, 6), atol=1e-5)  # one value per pack
+    assert eps[:, 0].unique().numel() == 4  # and packs differ
+    # the same through the model's discriminator loss (wgan-gp with PacGAN2)
+    model = create_model("wgan-gp", {"data_shape": (2,), "levels": 0, "pack": 2})
+    critic_inputs = []
+    original = model.critic
+    model.critic = lambda x, y=None: (critic_inputs.append(x.detach()), original(x, y))[1]
+    x, fake = torch.randn(8, 2), torch.randn(8, 2)
+    model.discriminator_loss(x, fake, None)
+    x_hat = critic_inputs[-1]
+    eps = ((x_hat - fake) / (x - fake)).reshape(4, 4)
+    assert torch.allclose(eps, eps[:, :1].expand(-1, 4), atol=1e-5)

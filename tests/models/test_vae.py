@@ -1,6 +1,7 @@
 """The VAE's mathematics: closed-form KL, the ELBO <= IWAE_k <= log p(x) chain on factor analysis."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import distributions as D
@@ -20,18 +21,19 @@ def test_closed_form_kl_equals_monte_carlo():
     assert torch.all((kl.detach() - mc).abs() < 4 * se + 1e-4), (kl, mc, se)
 
 
-def _factor_analysis_vae(d_shape=(1, 2, 3), m=2, psi=0.5):
-    """A VAE whose decoder is linear Gaussian, p(x|z) = N(Wz + b, psi^2 I): factor analysis (seed 004).
+def _factor_analysis_vae(d_shape=(1, 2, 3), m=2, psi=0.5, levels=0, scales=(2.0, 1.0), b_range=(0.0, 1.0)):
+    """A VAE whose decoder is linear Gaussian, p(x|z) = N(Wz + b, psi^2 I): factor analysis (seed 004),
+    on continuous data (levels 0) unless `levels` says otherwise.
 
     W has orthogonal columns, so the exact posterior N(A(x - b), Sigma) is diagonal and the
     encoder can represent it exactly."""
     d = math.prod(d_shape)
-    vae = create_model("vae", {"data_shape": d_shape, "levels": 256, "latent_dim": m, "hidden_dims": (),
+    vae = create_model("vae", {"data_shape": d_shape, "levels": levels, "latent_dim": m, "hidden_dims": (),
                                "likelihood": "gaussian", "learned_scale": True}).double()
     g = torch.Generator().manual_seed(1)
-    W = torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64))[0] * torch.tensor([2.0, 1.0],
+    W = torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64))[0] * torch.tensor(scales,
                                                                                              dtype=torch.float64)
-    b = torch.randn(d, generator=g, dtype=torch.float64)
+    b = b_range[0] + b_range[1] * torch.randn(d, generator=g, dtype=torch.float64)  # centre, spread
     dec = vae.decoder[0][0]  # Linear(m -> 2d): loc rows, then raw-scale rows
     enc = vae.encoder[1][0]  # Linear(d -> 2m): mu rows, then log-variance rows
     min_scale = vae.likelihood.min_scale
@@ -89,11 +91,11 @@ def test_discrete_likelihoods_are_normalised(name, levels):
     assert abs(total.item()) < 1e-5
 
 
-def test_gaussian_and_laplace_log_prob_match_torch():
+def test_gaussian_and_laplace_log_density_on_continuous_data_match_torch():
     out = torch.randn(2, 2, 2)  # [P*C, H, W]: location channel, then raw-scale channel
     x = torch.rand(1, 2, 2)
     for name, family in (("gaussian", D.Normal), ("laplace", D.Laplace)):
-        lik = make_likelihood(name, 1, 256, learned_scale=True)
+        lik = make_likelihood(name, 1, 0, learned_scale=True)
         scale = torch.nn.functional.softplus(out[1:]) + lik.min_scale
         assert torch.allclose(lik.log_prob(out, x), family(out[:1], scale).log_prob(x).sum())
 
@@ -126,3 +128,66 @@ def test_iwae_objective_trains_on_the_bound():
     out["loss"].backward()
     assert out["loss"].item() == pytest.approx(-out["iwae"].item())
     assert all(p.grad is not None for p in vae.parameters())
+
+
+def test_8bit_linear_gaussian_gives_the_probability_of_the_pixels():
+    """1x2x2 8-bit images from a linear-Gaussian decoder (one latent, psi = 0.05, so the continuous
+    density exceeds 1): dgm's log_likelihood is the probability of the stored pixel values, checked
+    against quadrature over z of prod_d [Phi(upper_d) - Phi(lower_d)] with SciPy's normal CDF."""
+    import scipy.integrate
+    from scipy.special import ndtr
+
+    vae, px, _ = _factor_analysis_vae(d_shape=(1, 2, 2), m=1, psi=0.05, levels=256, scales=(0.3,),
+                                       b_range=(0.5, 0.1))
+    dec = vae.decoder[0][0]
+    W, b = dec.weight[:4, 0].detach().numpy(), dec.bias[:4].detach().numpy()
+    torch.manual_seed(3)
+    x = (px.sample((3,)).clamp(0, 1) * 255).round() / 255  # three 8-bit images, [3, 4]
+    z = np.linspace(-12, 12, 200_001)  # p(x) = int N(z) prod_d P(bin_d | Wz + b, psi) dz, trapezoid rule
+    reference = []
+    for xi in x.numpy():
+        lower = np.where(xi < 0.5 / 255, -np.inf, xi - 0.5 / 255)
+        upper = np.where(xi > 1 - 0.5 / 255, np.inf, xi + 0.5 / 255)
+        loc = z[:, None] * W + b
+        bins = ndtr((upper - loc) / 0.05) - ndtr((lower - loc) / 0.05)
+        reference.append(np.log(scipy.integrate.trapezoid(np.exp(-z**2 / 2) / np.sqrt(2 * np.pi) * bins.prod(1), z)))
+    reference = torch.tensor(reference)
+    x = x.reshape(3, 1, 2, 2)
+    with torch.no_grad():
+        iwae = vae.iwae(x, 20_000)  # the encoder holds the exact posterior of the continuous model
+        elbo = vae.elbo(x, n_samples=20_000)
+    continuous = px.log_prob(x.reshape(3, -1))
+    assert (continuous > 0).all()  # a density above 1: never a probability of pixels
+    assert (reference < 0).all()
+    assert torch.allclose(iwae, reference, atol=0.01), (iwae, reference)
+    assert (elbo <= iwae + 0.01).all()
+    # narrow bins: the probability is about the density times the bin width (1/255 per pixel)
+    assert torch.allclose(reference, continuous - 4 * math.log(255), atol=0.1)
+
+
+@pytest.mark.parametrize("options", [{"likelihood": "gaussian", "learned_scale": True},
+                                     {"likelihood": "gaussian", "scale": 0.01},
+                                     {"likelihood": "laplace", "learned_scale": True},
+                                     {"likelihood": "dlogistic"}, {"likelihood": "categorical"}])
+def test_8bit_vae_reports_log_probabilities(options):
+    """A VAE trained on nearly constant 8-bit images (where a learned density spikes far above 1)
+    reports log_likelihood <= 0 and bits_per_dim >= 0 for every likelihood."""
+    from dgm.data import Dataset, Split
+    from dgm.evaluate import likelihood_metrics
+
+    g = torch.Generator().manual_seed(0)
+    def split(n):
+        return Split((torch.full((n, 1, 3, 3), 120) + torch.randint(0, 3, (n, 1, 3, 3), generator=g)).to(torch.uint8))
+    data = Dataset("flat8", split(256), split(64), split(64), levels=256)
+    vae = create_model("vae", {"data_shape": (1, 3, 3), "levels": 256, "hidden_dims": (32,), "latent_dim": 2,
+                               **options})
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = vae.loss((data.to_float(data.train.x), None))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    result = likelihood_metrics(vae, data, k=50, progress=False)
+    assert result["elbo"] <= 0 and result["log_likelihood"] <= 0 and result["bits_per_dim"] >= 0
+    # the model learned: better than uniform over the 256 values (8 bits/dim; the data hold log2(3) = 1.58)
+    assert result["bits_per_dim"] < 6, result

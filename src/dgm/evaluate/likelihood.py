@@ -3,7 +3,9 @@
 For latent models: `elbo` (one reparameterized sample per example, closed-form KL) and
 `log_likelihood`, the IWAE_k estimate of log p(x) (seed 004's Monte Carlo estimate of
 the marginal), both mean nats per example. For exact models: `log_likelihood` from
-`log_prob`. `bits_per_dim` is -log_likelihood / (D ln 2).
+`log_prob`. `bits_per_dim` is -log_likelihood / (D ln 2). Every observation model in
+`dgm.distributions` but the Bernoulli on grey levels is a probability of the data's discrete
+values, so these are log-probabilities (<= 0), never densities, on pixel data.
 """
 from __future__ import annotations
 
@@ -26,14 +28,26 @@ def strided_subset(n_total: int, n: int | None) -> torch.Tensor:
 @torch.no_grad()
 def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", k: int = 1000,
                        n_examples: int | None = None, chunk_size: int = 8192, seed: int = 0,
-                       progress: bool = True) -> dict[str, float]:
-    """Mean per-example likelihood metrics the model supports on `split`; {} if it has none."""
+                       progress: bool = True) -> dict[str, float | int | str]:
+    """Mean per-example likelihood metrics the model supports on `split`; {} if it has none.
+
+    On data with discrete levels: `elbo`, `log_likelihood` and `bits_per_dim`, all of the
+    log-probability of the pixels as stored. On continuous data (levels 0): `elbo` and
+    `log_density`, which are densities, so no bits per dimension. A model whose observation
+    model is not normalised over the data's values (a Bernoulli on grey levels) gets its
+    training loss under its own name (`bce_kl`, per example) and `likelihood_note` saying why."""
     has_bounds = callable(getattr(model, "iwae", None)) and callable(getattr(model, "elbo", None))
     has_exact = callable(getattr(model, "log_prob", None))
     if not (has_bounds or has_exact):
         return {}
     if k < 1:
         raise DgmError(f"k must be at least 1, got {k}")
+    model_levels = getattr(getattr(model, "cfg", None), "levels", dataset.model_levels)
+    if model_levels != dataset.model_levels:
+        raise DgmError(f"the model was trained on data with {model_levels} levels per pixel but '{dataset.name}' "
+                       f"has {dataset.model_levels}, so its likelihood is not a probability of these pixels")
+    likelihood = getattr(model, "likelihood", None)
+    improper = getattr(likelihood, "improper", None)
     from tqdm.auto import tqdm
 
     model.eval()
@@ -42,20 +56,30 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
     idx = strided_subset(len(data), n_examples)
     torch.manual_seed(seed)
     # as many examples per call as fit k samples each into one chunk
-    batch = max(1, chunk_size // k) if has_bounds else 256
+    batch = max(1, chunk_size // k) if has_bounds and not improper else 256
     sums = {"elbo": 0.0, "log_likelihood": 0.0}
     for start in tqdm(range(0, len(idx), batch), disable=not progress, desc=f"{split} likelihood", unit="batch",
                       mininterval=1.0):
         x = dataset.to_float(data.x[idx[start : start + batch]].to(device))
         if has_bounds:
             sums["elbo"] += model.elbo(x).sum().item()
-            sums["log_likelihood"] += model.iwae(x, k, chunk_size=chunk_size).sum().item()
+            if not improper:
+                sums["log_likelihood"] += model.iwae(x, k, chunk_size=chunk_size).sum().item()
         else:
             sums["log_likelihood"] += model.log_prob(x).sum().item()
     n = len(idx)
-    out = {key: value / n for key, value in sums.items() if has_bounds or key == "log_likelihood"}
-    dims = math.prod(dataset.shape)
-    out["bits_per_dim"] = -out["log_likelihood"] / (dims * math.log(2))
+    if improper:
+        name = f"{likelihood.loss_name}_kl" if has_bounds else likelihood.loss_name
+        value = -(sums["elbo"] if has_bounds else sums["log_likelihood"]) / n
+        return {name: value, "n_examples": n,
+                "likelihood_note": f"no log_likelihood or bits_per_dim: {improper}; {name} is the training loss "
+                                   "per example. Train with a normalised likelihood (likelihood=auto) for one"}
+    out: dict[str, float | int | str] = {key: value / n for key, value in sums.items()
+                                         if has_bounds or key == "log_likelihood"}
+    if dataset.levels == 0:
+        out["log_density"] = out.pop("log_likelihood")
+    else:
+        out["bits_per_dim"] = -out["log_likelihood"] / (math.prod(dataset.shape) * math.log(2))
     out["n_examples"] = n
     if has_bounds:
         out["k"] = k

@@ -6,6 +6,7 @@ With r real and g generated feature sets:
 
     FID        = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))
     KID        = MMD_u^2(r, g) with k(a, b) = (a.b / d + 1)^3, unbiased, mean and std over subsets
+               of at most half of each set
     IS         = exp(E_x KL(p(y|x) || p(y)))                       (one split)
     precision  = 1/|g| sum_j 1[exists i: ||g_j - r_i|| <= ||r_i - NN_k(r_i)||]   (k = 3)
     recall     = the same with r and g swapped                       (Kynkaanniemi et al. 2019)
@@ -68,14 +69,18 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
-    """Unbiased KID (mean, std over `subsets` random subsets) between feature sets (torchmetrics' arithmetic)."""
+    """Unbiased KID (mean, std over `subsets` random subsets) between feature sets (torchmetrics' arithmetic).
+
+    A subset holds at most half of the smaller set, so subsets differ on both sides and the std
+    measures the spread of the estimate over both the real and the generated images (a subset as
+    large as a set would repeat that whole set every time)."""
     import warnings
 
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    size = min(subset_size, len(real), len(fake))
+    size = min(subset_size, len(real) // 2, len(fake) // 2)
     if size < 2:
-        raise DgmError("KID needs at least 2 images in each set")
+        raise DgmError("KID needs at least 4 images in each set")
     with warnings.catch_warnings():  # "will save all extracted features": these are small
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
@@ -128,22 +133,28 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     return precision, recall
 
 
-def ms_ssim_settings(height: int, width: int) -> tuple[tuple[float, ...], float]:
-    """(betas, sigma) of MS-SSIM for small images.
+def ms_ssim_settings(height: int, width: int) -> tuple[tuple[float, ...], float, int]:
+    """(betas, sigma, taps) of MS-SSIM for small images.
 
     Scales s = min(5, floor(log2(min(H, W) / 4)) + 1), so the coarsest scale is at least 4
-    pixels wide: 8x8 -> 2 scales (8, 4), 28x28 -> 3 (28, 14, 7), 32x32 -> 4, >= 64 -> 5. The
-    betas are the first s of Wang et al.'s five, renormalised to sum to 1. The Gaussian
-    window has sigma 0.5 (5 taps) when the coarsest scale is under 7 pixels, else 1.0 (9 taps),
-    where the standard 11-tap sigma 1.5 window would not fit.
+    pixels wide: 8x8 -> 2 scales (8, 4), 28x28 -> 3 (28, 14, 7), 32x32 -> 4 (.., 4), >= 64 -> 5.
+    The betas are the first s of Wang et al.'s five, renormalised to sum to 1. The Gaussian
+    window is the widest of sigma 1.5, 1.0, 0.5, 0.3 whose taps fit inside the coarsest scale
+    (taps - 1 < its side, the rule torchmetrics enforces), where torchmetrics sizes a Gaussian
+    window from sigma as taps = 2 int(3.5 sigma + 0.5) + 1 (11, 9, 5, 3 taps): 3 taps for 8x8,
+    32x32 and 64x64 (coarsest 4 pixels), 5 for 28x28 (coarsest 7x7), 11 from 176x176 on. At
+    every scale the image is reflection-padded by (taps - 1) / 2 pixels on each side before
+    filtering and the statistics are cropped back to the image, so the coarsest 7x7 scale of
+    28x28 images is read through 2 mirrored pixels on each side.
     """
     side = min(height, width)
     if side < 8:
         raise DgmError(f"MS-SSIM needs images of at least 8x8 pixels, got {height}x{width}")
     scales = min(5, int(math.log2(side / 4)) + 1)
     betas = torch.tensor(MSSSIM_BETAS[:scales])
-    sigma = 0.5 if side // 2 ** (scales - 1) < 7 else 1.0
-    return tuple((betas / betas.sum()).tolist()), sigma
+    coarsest = side // 2 ** (scales - 1)
+    sigma, taps = next((s, t) for s in (1.5, 1.0, 0.5, 0.3) if (t := 2 * int(3.5 * s + 0.5) + 1) - 1 < coarsest)
+    return tuple((betas / betas.sum()).tolist()), sigma, taps
 
 
 def ms_ssim_diversity(x: torch.Tensor, n_pairs: int = 1000, seed: int = 0, batch_size: int = 500) -> float:
@@ -155,13 +166,13 @@ def ms_ssim_diversity(x: torch.Tensor, n_pairs: int = 1000, seed: int = 0, batch
 
     if len(x) < 2:
         raise DgmError("diversity needs at least 2 images")
-    betas, sigma = ms_ssim_settings(*x.shape[-2:])
+    betas, sigma, taps = ms_ssim_settings(*x.shape[-2:])
     g = torch.Generator().manual_seed(seed)
     i = torch.randint(len(x), (n_pairs,), generator=g)
     j = (i + torch.randint(1, len(x), (n_pairs,), generator=g)) % len(x)  # j != i
     x = x.float().clamp(0, 1).cpu()
     scores = torch.cat([ms_ssim(x[i[s : s + batch_size]], x[j[s : s + batch_size]], data_range=1.0, betas=betas,
-                                sigma=sigma, kernel_size=3, reduction="none", normalize="relu")
+                                sigma=sigma, kernel_size=taps, reduction="none", normalize="relu")
                         for s in range(0, n_pairs, batch_size)])
     return 1.0 - scores.mean().item()
 

@@ -32,7 +32,7 @@ SAMPLERS = ("cached", "naive")
 
 def pixel_likelihood(channels: int, levels: int) -> Likelihood:
     """Bernoulli for binary data, else a softmax over the `levels` values of each channel."""
-    return BernoulliLikelihood(channels) if levels == 2 else CategoricalLikelihood(channels, levels)
+    return BernoulliLikelihood(channels, levels) if levels == 2 else CategoricalLikelihood(channels, levels)
 
 
 def output_head(channels: int, out_channels: int, data_channels: int) -> nn.Sequential:

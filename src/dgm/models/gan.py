@@ -103,16 +103,17 @@ GENERATOR_LOSS_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = { 
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_real: torch.Tensor, x_fake: torch.Tensor,
-                     eps: torch.Tensor | None = None) -> torch.Tensor:
+                     eps: torch.Tensor | None = None, pack: int = 1) -> torch.Tensor:
     """gp = (||grad D(x_hat)||_2 - 1)^2 with x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] (Gulrajani et al. 2017).
 
     `critic` maps [B, ...] to one output per critic input: [B], or [B / m] for a PacGAN critic that
-    reads packs of m examples, where the norm is that of the gradient with respect to the whole
-    pack. Returns one penalty per critic output. The graph is kept (create_graph) so the penalty
-    trains the critic."""
+    reads packs of m consecutive examples (`pack` = m), where the norm is that of the gradient with
+    respect to the whole pack. One eps per critic input ([B / m]), shared by the members of a pack,
+    so the interpolate lies on the line between the real pack and the fake pack. Returns one penalty
+    per critic output. The graph is kept (create_graph) so the penalty trains the critic."""
     if eps is None:
-        eps = torch.rand(x_real.shape[0], device=x_real.device, dtype=x_real.dtype)
-    eps = eps.reshape(-1, *[1] * (x_real.dim() - 1))
+        eps = torch.rand(x_real.shape[0] // pack, device=x_real.device, dtype=x_real.dtype)
+    eps = eps.repeat_interleave(pack).reshape(-1, *[1] * (x_real.dim() - 1))
     x_hat = (eps * x_real + (1 - eps) * x_fake.detach()).requires_grad_(True)
     d_hat = critic(x_hat)
     (grad,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
@@ -333,7 +334,7 @@ class GAN(nn.Module):
         terms = {"d_real": d_real, "d_fake": d_fake}
         loss_d = DISCRIMINATOR_LOSSES[self.cfg.objective](d_real, d_fake)
         if self.cfg.gp_weight > 0:
-            gp = gradient_penalty(lambda x_hat: self.critic(x_hat, y)[0], x, x_fake)
+            gp = gradient_penalty(lambda x_hat: self.critic(x_hat, y)[0], x, x_fake, pack=self.cfg.pack)
             loss_d = loss_d + self.cfg.gp_weight * gp
             terms["gp"] = gp
         if class_real is not None:

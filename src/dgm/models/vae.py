@@ -4,7 +4,8 @@
     IWAE_k(x) = E[log 1/k sum_s p(x, z_s) / q(z_s|x)],  z_s ~ q(z|x)    ELBO <= IWAE_k <= IWAE_k+1 <= log p(x)
 
 q(z|x) = N(mu(x), diag sigma^2(x)) with z = mu + sigma * eps (reparameterization trick),
-p(z) = N(0, I), and p(x|z) one of the likelihoods in `dgm.distributions`.
+p(z) = N(0, I), and p(x|z) one of the likelihoods in `dgm.distributions`; on data with L levels each
+is a probability of the L values, so ELBO and IWAE_k bound the log-probability of the data as stored.
 """
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ class VAEConfig(ModelConfig):
     conv_channels: tuple[int, ...] = (32, 64)  # stride-2 conv widths (the decoder mirrors them)
     latent_dim: int = 20
     activation: str = "relu"  # relu | elu | leaky_relu | tanh | gelu | gated (MLP only)
-    likelihood: str = "auto"  # auto | bernoulli | gaussian | laplace | categorical
+    likelihood: str = "auto"  # auto | bernoulli | gaussian | laplace | categorical | dlogistic (auto: Bernoulli
+    # for binary data, categorical for <= 32 levels, discretized logistic mixture for more; see distributions.py)
     learned_scale: bool = False  # Gaussian/Laplace: decoder predicts a per-pixel scale
     scale: float = 0.1  # Gaussian/Laplace fixed scale
+    n_mix: int = 5  # dlogistic: logistic mixture components per pixel
     beta: float = 1.0  # weight of the KL term (beta-VAE); 1 gives the ELBO
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to beta over these steps
     objective: str = "elbo"  # elbo | iwae
@@ -52,8 +55,8 @@ class VAE(nn.Module):
             raise DgmError("latent_dim and n_samples must be at least 1")
         self.cfg = cfg
         c, h, w = cfg.data_shape
-        self.likelihood = make_likelihood(cfg.likelihood, c, cfg.levels, cfg.learned_scale, cfg.scale)
-        out_channels = self.likelihood.params_per_pixel * c
+        self.likelihood = make_likelihood(cfg.likelihood, c, cfg.levels, cfg.learned_scale, cfg.scale, cfg.n_mix)
+        out_channels = self.likelihood.out_channels
         if cfg.architecture == "mlp":
             self.encoder = nn.Sequential(nn.Flatten(-3), MLP(c * h * w, list(cfg.hidden_dims), 2 * cfg.latent_dim,
                                                              cfg.activation))
@@ -133,12 +136,18 @@ class VAE(nn.Module):
         return self.cfg.beta * min(1.0, (step + 1) / self.cfg.kl_warmup_steps)
 
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
-        """-ELBO (with beta and warm-up) or -IWAE_k, averaged over the batch; terms in nats."""
+        """-ELBO (with beta and warm-up) or -IWAE_k, averaged over the batch; terms in nats.
+
+        With a likelihood that is not a probability of the data (a Bernoulli over grey levels) the
+        terms are named for what they are: the reconstruction loss (`bce`) and `kl`, not an ELBO."""
         x = batch[0]
+        proper = self.likelihood.normalised
         if self.cfg.objective == "iwae":
             bound = self.iwae(x, self.cfg.n_samples)
-            return {"loss": -bound.mean(), "iwae": bound.mean().detach()}
+            return {"loss": -bound.mean(), **({"iwae": bound.mean().detach()} if proper else {})}
         log_px_z, kl = self.elbo_terms(x, self.cfg.n_samples)
         loss = -(log_px_z - self.kl_weight(step) * kl).mean()
+        if not proper:
+            return {"loss": loss, self.likelihood.loss_name: -log_px_z.mean().detach(), "kl": kl.mean().detach()}
         return {"loss": loss, "elbo": (log_px_z - kl).mean().detach(), "log_px_z": log_px_z.mean().detach(),
                 "kl": kl.mean().detach()}
