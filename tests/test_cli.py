@@ -90,8 +90,8 @@ def _one_sentence(err):
     (["train", "vae", "--data", "nosuchdata"], "unknown dataset 'nosuchdata'"),
     (["train", "vae", "nosuch_option=3"], "unknown option 'nosuch_option'"),
     (["train", "vae", "latent_dim=abc"], "invalid value 'abc' for latent_dim"),
-    (["train", "vae", "likelihood=poisson"], "unknown likelihood 'poisson'"),
-    (["train", "vae", "optimizer=sgd"], "unknown optimizer 'sgd'"),
+    (["train", "vae", "likelihood=poisson"], "invalid value 'poisson' for likelihood"),
+    (["train", "vae", "optimizer=sgd"], "invalid value 'sgd' for optimizer"),
     (["train", "vae", "latent_dim"], "options are written key=value"),
     (["eval", "/nonexistent/run"], "does not exist"),
     (["resume", "/nonexistent/run"], "does not exist"),
@@ -176,3 +176,31 @@ def test_sample_a_label_from_a_conditional_gan(tmp_path, capsys, trained):
     assert code == 1 and "labels must lie in 0 .. 9" in _one_sentence(err)
     code, _, err = run(capsys, "sample", str(trained), "--label", "3")
     assert code == 1 and "not class-conditional" in _one_sentence(err)
+
+
+def test_bernoulli_on_grey_levels_reports_its_loss_and_no_likelihood(tmp_path, capsys):
+    """A Bernoulli over digits' 17 grey levels is a training loss, not a distribution over the pixels:
+    metrics.jsonl logs `bce`, and `dgm eval` gives no log_likelihood or bits_per_dim and says why."""
+    out = tmp_path / "bce"
+    assert run(capsys, "train", "vae", "--epochs", "2", "--out", str(out), *FAST, "likelihood=bernoulli")[0] == 0
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "train/bce" in record and "valid/bce" in record
+    assert not any("elbo" in key or "log_px_z" in key for key in record)
+    code, stdout, _ = run(capsys, "eval", str(out), "--metrics", "likelihood", "--k", "10", "--json")
+    result = json.loads(stdout)
+    assert code == 0 and "log_likelihood" not in result and "bits_per_dim" not in result and "elbo" not in result
+    assert result["bce_kl"] > 0 and "not a distribution over the 17 grey levels" in result["likelihood_note"]
+    code, stdout, _ = run(capsys, "eval", str(out), "--metrics", "likelihood", "--k", "10")
+    rows = [line.split()[0] for line in stdout.splitlines() if line.strip()]
+    assert code == 0 and "bce_kl" in rows and "bits_per_dim" not in rows and "log_likelihood" not in rows
+    assert "is not a distribution over the 17 grey levels" in stdout
+
+
+def test_eval_on_data_with_other_levels_is_refused(trained, capsys, tmp_path):
+    """A likelihood over digits' 17 levels is no probability of 8-bit pixels of the same shape."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "grey8.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8),
+             x_test=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8))
+    code, _, err = run(capsys, "eval", str(trained), "--metrics", "likelihood", "--data", f"npz:{path}")
+    assert code == 1 and "17 levels" in err and "256" in err and "Traceback" not in err

@@ -1,7 +1,8 @@
 """The `dgm` command: zoo, data, train, resume, sample, eval, report, compare, plot.
 
 Commands ask a model what it can do (its methods) and never switch on model names.
-User mistakes end with one sentence on stderr and exit status 2, without a traceback.
+Exit status: 0 done; 1 a mistake dgm found (one sentence on stderr, no traceback: a bad
+value, path, file or option); 2 command-line syntax (argparse's usage message); 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dgm.errors import DgmError
+from dgm.errors import DgmError, Interrupted
 
 RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
 
@@ -21,15 +22,12 @@ def _parse_overrides(pairs: list[str], model_cls_cfg: type | None) -> tuple[dict
     """Split key=value pairs into (model config values, train config values), typed by their fields.
 
     With model_cls_cfg None (resuming) only training fields may change."""
-    import typing
-
-    from dgm.models import config_fields, parse_value
+    from dgm.config import parse_value
+    from dgm.models import config_fields
     from dgm.train import TrainConfig
 
     model_fields = {k: f for k, f in config_fields(model_cls_cfg).items() if k not in RESERVED} if model_cls_cfg else {}
     train_fields = config_fields(TrainConfig)
-    model_hints = typing.get_type_hints(model_cls_cfg) if model_cls_cfg else {}
-    train_hints = typing.get_type_hints(TrainConfig)
     model_values: dict[str, Any] = {}
     train_values: dict[str, Any] = {}
     for pair in pairs:
@@ -38,9 +36,9 @@ def _parse_overrides(pairs: list[str], model_cls_cfg: type | None) -> tuple[dict
         if not sep or not key:
             raise DgmError(f"cannot read '{pair}'; options are written key=value, e.g. latent_dim=2")
         if key in model_fields:
-            model_values[key] = parse_value(text, model_hints[key], key)
+            model_values[key] = parse_value(model_cls_cfg, key, text)
         elif key in train_fields:
-            train_values[key] = parse_value(text, train_hints[key], key)
+            train_values[key] = parse_value(TrainConfig, key, text)
         else:
             known = ", ".join(sorted(model_fields) + sorted(train_fields))
             what = "this model takes" if model_cls_cfg else "a resumed run can change only training options"
@@ -93,14 +91,14 @@ def _final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     return paths + ([curves] if curves else [])
 
 
-def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
+def _train(model, dataset, cfg, run_dir: Path, resume: bool, on_checkpoint=None) -> None:
     from dgm.train import Trainer
     from dgm.train.trainer import CHECKPOINT
 
     if tuple(dataset.shape) != tuple(model.cfg.data_shape):
         raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
                        f"'{dataset.name}' has {tuple(dataset.shape)}")
-    trainer = Trainer(model, dataset, cfg, out_dir=run_dir)
+    trainer = Trainer(model, dataset, cfg, out_dir=run_dir, on_checkpoint=[on_checkpoint] if on_checkpoint else [])
     trainer.callbacks.append(_picture_callback(run_dir, dataset, trainer.total_steps / trainer.steps_per_epoch))
     summary = trainer.fit(resume_from=run_dir / CHECKPOINT if resume else None)
     if trainer.is_writer:
@@ -118,42 +116,59 @@ def _train(model, dataset, cfg, run_dir: Path, resume: bool) -> None:
     shutdown()
 
 
+def _train_values(args, values: dict[str, Any]) -> dict[str, Any]:
+    """Training options from key=value pairs and the flags (--epochs N alone means: train N epochs)."""
+    if args.epochs is not None:
+        values.update(epochs=args.epochs, steps=values.get("steps", 0))
+    for key in ("steps", "seed", "device", "batch_size"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    if args.no_progress:
+        values["progress"] = False
+    return values
+
+
 def cmd_train(args) -> None:
+    import shutil
+
     import torch
 
     from dgm.data import load_dataset
     from dgm.models import build_config, get_entry
-    from dgm.runs import CONFIG, model_values_for, write_config
+    from dgm.runs import model_values_for, write_config
     from dgm.train import TrainConfig
     from dgm.train.distributed import world
+    from dgm.train.trainer import CHECKPOINT
 
     entry = get_entry(args.model)
     model_values, train_values = _parse_overrides(args.options, entry.config_cls)
-    for key in ("epochs", "steps", "seed", "device", "batch_size"):
-        if getattr(args, key, None) is not None:
-            train_values[key] = getattr(args, key)
-    if args.no_progress:
-        train_values["progress"] = False
-    cfg = TrainConfig(**train_values)
+    cfg = build_config(TrainConfig, _train_values(args, train_values))
     if cfg.epochs < 1 and cfg.steps < 1:
         raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
     dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
     run_dir = Path(args.out) if args.out else _free_run_dir(args.model, args.data)
-    if world()[0] == 0 and (run_dir / CONFIG).exists():  # rank 0 alone: it is about to write config.json
+    if world()[0] == 0 and (run_dir / CHECKPOINT).exists():  # a folder whose training never checkpointed is reused
         raise DgmError(f"{run_dir} already holds a run; continue it with `dgm resume {run_dir}` "
                        "or choose another --out")
     torch.manual_seed(cfg.seed)
     model = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
                                                             "name": args.model}))
-    if world()[0] == 0:
-        data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # so eval works from anywhere
-        write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": data_dir}, cfg)
-    _train(model, dataset, cfg, run_dir, resume=False)
+    created = not run_dir.exists()
+    try:
+        if world()[0] == 0:
+            data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # so eval works from anywhere
+            write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": data_dir}, cfg)
+        _train(model, dataset, cfg, run_dir, resume=False)
+    except BaseException:  # a run that never reached its first checkpoint leaves nothing behind
+        if created and world()[0] == 0 and not (run_dir / CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def cmd_resume(args) -> None:
     from dataclasses import asdict
 
+    from dgm.models import build_config
     from dgm.runs import build_model, load_data, read_config, train_config, write_config
     from dgm.train import TrainConfig
     from dgm.train.trainer import CHECKPOINT
@@ -161,23 +176,17 @@ def cmd_resume(args) -> None:
     run_dir = Path(args.run)
     config = read_config(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
-        raise DgmError(f"{run_dir} has no checkpoint.safetensors to resume from; train it again with `dgm train`")
-    cfg = train_config(config)
-    if args.options:
-        from dgm.models import build_config
-
-        _, train_values = _parse_overrides(args.options, None)
-        cfg = build_config(TrainConfig, {**asdict(cfg), **train_values})
-    if args.epochs is not None:
-        cfg.epochs, cfg.steps = args.epochs, 0
-    if args.steps is not None:
-        cfg.steps = args.steps
-    if args.no_progress:
-        cfg.progress = False
+        raise DgmError(f"{run_dir} has no checkpoint.safetensors to resume from (its training never reached one); "
+                       f"start it again with `dgm train ... --out {run_dir}`")
+    _, train_values = _parse_overrides(args.options, None)
+    cfg = build_config(TrainConfig, {**asdict(train_config(config)), **_train_values(args, train_values)})
+    if cfg.epochs < 1 and cfg.steps < 1:
+        raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
     dataset = load_data(config, args.data_dir)
     model = build_model(config)
-    write_config(run_dir, model, config["data"], cfg)
-    _train(model, dataset, cfg, run_dir, resume=True)
+    # the changed options reach config.json with the first checkpoint trained with them, never before
+    _train(model, dataset, cfg, run_dir, resume=True,
+           on_checkpoint=lambda trainer: write_config(run_dir, model, config["data"], cfg))
 
 
 def cmd_sample(args) -> None:
@@ -249,10 +258,13 @@ def _parse_metrics(text: str | None) -> list[str] | None:
 
 def _print_results(results: dict[str, Any]) -> None:
     reference = results.get("reference") or {}
-    plain = {k: v for k, v in results.items() if k not in reference and k != "reference"}
+    notes = [v for k, v in results.items() if k.endswith("_note")]
+    plain = {k: v for k, v in results.items() if k not in reference and k != "reference" and not k.endswith("_note")}
     width = max(map(len, plain), default=0)
     for key, value in plain.items():
         print(f"{key:>{width}}  {value:.4f}" if isinstance(value, float) else f"{key:>{width}}  {value}")
+    for note in notes:
+        print(f"\nnote: {note}")
     if reference:
         print(f"\nsample quality of {results['n_samples']} samples against the training set; the floor is "
               f"{results['n_samples']} real test images scored the same way")
@@ -411,47 +423,57 @@ def _table(header, rows) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dgm", description="Deep generative models: train, sample, evaluate, plot.")
+    import dgm
+
+    p = argparse.ArgumentParser(prog="dgm", description="Deep generative models: train, sample, evaluate, plot.",
+                                epilog="Exit status: 0 done, 1 a mistake dgm found (one sentence on stderr), "
+                                       "2 command-line syntax, 130 interrupted (Ctrl-C).")
+    p.add_argument("--version", action="version", version=f"dgm {dgm.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     z = sub.add_parser("zoo", help="list every model, its family, seed lecture and capabilities")
-    z.add_argument("--json", action="store_true")
+    z.add_argument("--json", action="store_true", help="one JSON list on stdout")
     z.set_defaults(func=cmd_zoo)
 
     d = sub.add_parser("data", help="datasets: `dgm data list`")
-    d.add_argument("action", choices=["list"])
+    d.add_argument("action", choices=["list"], help="list: every dataset, its shape, levels and whether it is here")
     d.add_argument("--data-dir", help="folder with local dataset files (default $DGM_DATA_DIR)")
     d.set_defaults(func=cmd_data)
 
-    t = sub.add_parser("train", help="train a model and write a run folder")
+    t = sub.add_parser("train", help="train a model and write a run folder",
+                       epilog="Every key=value sets a field of the model's config or of the training config; "
+                              "an unknown key lists the valid ones. time_limit takes a unit (90s, 25m, 1.5h; a "
+                              "bare number is minutes) and counts training time summed over resumes.")
     t.add_argument("model", help="a name from `dgm zoo`")
-    t.add_argument("options", nargs="*", help="config fields as key=value (latent_dim=2 lr=1e-3 ...)")
+    t.add_argument("options", nargs="*", help="config fields as key=value (latent_dim=2 lr=1e-3 time_limit=25m ...)")
     t.add_argument("--data", default="digits", help="dataset name, folder:PATH or npz:PATH (default digits)")
     t.add_argument("--data-dir", help="folder with local dataset files (default $DGM_DATA_DIR)")
     t.add_argument("--binarize", default="none", choices=["none", "dynamic"],
                    help="dynamic: resample a Bernoulli binarization of every batch")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int, help="passes over the training set (default 100)")
     t.add_argument("--steps", type=int, help="total optimizer steps (overrides --epochs)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", help="auto (default), cpu, cuda")
+    t.add_argument("--batch-size", type=int, help="examples per step and process (default 128)")
+    t.add_argument("--seed", type=int, help="seed of the weights, batches and noise (default 0)")
+    t.add_argument("--device", help="auto (default: CUDA if present, else CPU), cpu, cuda, cuda:N")
     t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    r.add_argument("run")
-    r.add_argument("options", nargs="*", help="training config fields to change, as key=value (time_limit=60)")
+    r = sub.add_parser("resume", help="continue a run from its last checkpoint",
+                       epilog="Options given here reach RUN/config.json with the first checkpoint trained "
+                              "with them.")
+    r.add_argument("run", help="the run folder")
+    r.add_argument("options", nargs="*", help="training config fields to change, as key=value (time_limit=60m)")
     r.add_argument("--epochs", type=int, help="new total number of epochs")
     r.add_argument("--steps", type=int, help="new total number of steps")
-    r.add_argument("--data-dir")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_resume)
 
     s = sub.add_parser("sample", help="write a grid of samples")
-    s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("run", help="the run folder")
+    s.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     s.add_argument("--label", type=int,
                    help="class to sample, for class-conditional models (cgan, acgan, gated-pixelcnn conditional=true)")
     s.add_argument("--out", help="PNG file (default RUN/samples.png, or RUN/completions.png)")
@@ -462,7 +484,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
-    e.add_argument("run")
+    e.add_argument("run", help="the run folder")
     e.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(EVAL_METRICS)} (default: all the model "
                                      "supports)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split for likelihoods")
@@ -471,32 +493,32 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-samples", type=int, default=1000,
                    help="samples for sample quality, at most the test set's size (default 1000)")
     e.add_argument("--data", help="evaluate on another dataset of the same shape")
-    e.add_argument("--data-dir")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the samples and subsets (default 0)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress bars")
     e.set_defaults(func=cmd_eval)
 
     rp = sub.add_parser("report", help="write RUN/report.html: config, curves, pictures, metrics")
-    rp.add_argument("run")
-    rp.add_argument("--data-dir")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("run", help="the run folder")
+    rp.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the pictures and metrics (default 0)")
     rp.add_argument("--no-eval", action="store_true", help="do not compute metrics when RUN/eval.json is missing")
     rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="a leaderboard of runs scored by `dgm eval`")
-    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders scored by `dgm eval`")
     c.add_argument("--markdown", action="store_true", help="a Markdown table, for docs/benchmarks.md")
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
                                      "nearest training images")
-    pl.add_argument("run")
+    pl.add_argument("run", help="the run folder")
     pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"])
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
     pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--out")
-    pl.add_argument("--data-dir")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the images and noise picked (default 0)")
+    pl.add_argument("--out", help="PNG file (default RUN/KIND.png)")
+    pl.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
     pl.set_defaults(func=cmd_plot)
     return p
 
@@ -511,14 +533,29 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.options = [*args.options, *extra]
     try:
+        _check_counts(args)
         args.func(args)
+    except Interrupted as e:
+        print(f"dgm: {e}", file=sys.stderr)
+        return 130
     except DgmError as e:
         print(f"dgm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("dgm: interrupted", file=sys.stderr)
+        print("dgm: interrupted before anything was written", file=sys.stderr)
         return 130
     return 0
+
+
+# flags that count something, and the least each may be; --epochs and --steps are training-config fields
+COUNTS = {"n": 1, "k": 1, "n_examples": 1, "n_samples": 2, "rows": 0, "seed": 0}
+
+
+def _check_counts(args) -> None:
+    for key, least in COUNTS.items():
+        value = getattr(args, key, None)
+        if value is not None and value < least:
+            raise DgmError(f"--{key.replace('_', '-')} must be at least {least}, got {value}")
 
 
 if __name__ == "__main__":

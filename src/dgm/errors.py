@@ -7,3 +7,7 @@ class DgmError(Exception):
 
 class DivergenceError(DgmError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class Interrupted(DgmError):
+    """The user pressed Ctrl-C; the message says what was kept. The CLI exits with status 130."""

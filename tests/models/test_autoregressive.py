@@ -180,9 +180,9 @@ def test_samples_take_the_data_levels_and_labels():
 
 
 @pytest.mark.parametrize("name,values,message", [
-    ("pixelrnn", {"variant": "column"}, "unknown variant"),
+    ("pixelrnn", {"variant": "column"}, "invalid value .column. for variant; it takes one of row, diagonal"),
     ("pixelcnn", {"channels": 10}, "multiple of the 3"),
-    ("gated-pixelcnn", {"sampler": "fast"}, "unknown sampler"),
+    ("gated-pixelcnn", {"sampler": "fast"}, "invalid value .fast. for sampler"),
     ("gated-pixelcnn", {"conditional": True}, "class labels"),
     ("pixelcnn++", {"n_scales": 4}, "lower n_scales"),
 ])

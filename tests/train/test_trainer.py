@@ -189,5 +189,5 @@ def test_bf16_precision_runs_forward_passes_in_bfloat16_and_keeps_float32_weight
     assert seen and all(d == torch.bfloat16 for d in seen)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    with pytest.raises(DgmError, match="unknown precision"):
-        Trainer(model, ds, TrainConfig(precision="fp8"))
+    with pytest.raises(DgmError, match="invalid value 'fp8' for precision; it takes one of fp32, bf16"):
+        TrainConfig(precision="fp8")

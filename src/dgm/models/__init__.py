@@ -8,25 +8,26 @@ model can do is told by the methods it has (see ARCHITECTURE in README): `loss` 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from dgm.config import Checked, number, numbers
 from dgm.errors import DgmError
 
 
 @dataclass
-class ModelConfig:
-    """Fields every model has; `data_shape`, `levels` and `num_classes` come from the dataset."""
+class ModelConfig(Checked):
+    """Fields every model has; `data_shape`, `levels` and `num_classes` come from the dataset.
+
+    Every field declares what it allows (`dgm.config`), checked whenever a config is made."""
 
     name: str = ""
-    data_shape: tuple[int, ...] = (1, 28, 28)  # [C, H, W] for images, [D] for points
-    levels: int = 256
-    num_classes: int | None = None
+    data_shape: tuple[int, ...] = numbers((1, 28, 28), min=1, nonempty=True)  # [C, H, W] images, [D] points
+    levels: int = number(256, min=0)  # pixel values per channel; 0 for continuous data
+    num_classes: int | None = number(None, min=1)
 
 
 @dataclass
@@ -92,62 +93,12 @@ def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config_cls)}
 
 
-def parse_value(text: str, annotation: Any, key: str) -> Any:
-    """Parse a command-line string into the type a config field declares."""
-    hints = [annotation]
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        hints = [a for a in typing.get_args(annotation)]
-    if type(None) in hints and text.lower() in ("none", "null"):
-        return None
-    for hint in hints:
-        if hint is type(None):
-            continue
-        try:
-            return _parse_as(text, hint)
-        except (ValueError, TypeError):
-            continue
-    raise DgmError(f"invalid value '{text}' for {key}; expected {_type_name(annotation)}")
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _parse_as(text: str, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(text)
-    if hint is int:
-        return int(text)
-    if hint is float:
-        return float(text)
-    if hint is str:
-        return text
-    if origin in (list, tuple):
-        (elem,) = set(typing.get_args(hint)) - {Ellipsis} or {str}
-        items = [t for t in text.replace("[", "").replace("]", "").split(",") if t.strip()]
-        return origin(_parse_as(t.strip(), elem) for t in items)
-    raise TypeError(hint)
-
-
 def build_config(config_cls: type, values: dict[str, Any]) -> Any:
-    """Make a config from JSON values (lists become tuples where the field is a tuple)."""
-    fields = config_fields(config_cls)
-    unknown = set(values) - set(fields)
+    """Make a config from Python or JSON values, each checked against its field's rule."""
+    unknown = set(values) - set(config_fields(config_cls))
     if unknown:
         raise DgmError(f"unknown option(s) {', '.join(sorted(unknown))} for {config_cls.__name__}")
-    kwargs = {}
-    hints = typing.get_type_hints(config_cls)
-    for k, v in values.items():
-        if isinstance(v, list) and typing.get_origin(hints[k]) is tuple:
-            v = tuple(v)
-        kwargs[k] = v
-    return config_cls(**kwargs)
+    return config_cls(**values)
 
 
 def create_model(name: str, values: dict[str, Any] | None = None) -> nn.Module:
@@ -167,6 +118,5 @@ __all__ = [
     "create_model",
     "get_entry",
     "model_entries",
-    "parse_value",
     "register_model",
 ]

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgm.config import choice, number
 from dgm.distributions import BernoulliLikelihood, CategoricalLikelihood, DiscretizedLogisticMixture, Likelihood
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, class_labels, register_model
@@ -64,8 +65,6 @@ class AutoregressiveModel(nn.Module):
             raise DgmError(f"{cfg.name} models images [C, H, W], not data of shape {tuple(cfg.data_shape)}")
         if cfg.levels < 2:
             raise DgmError(f"{cfg.name} needs at least 2 pixel levels, got {cfg.levels}")
-        if getattr(cfg, "sampler", "naive") not in SAMPLERS:
-            raise DgmError(f"unknown sampler '{cfg.sampler}'; choose {' or '.join(SAMPLERS)}")
         self.cfg = cfg
         self.likelihood = likelihood
 
@@ -169,11 +168,12 @@ class AutoregressiveModel(nn.Module):
 
 @dataclass
 class PixelCNNConfig(ModelConfig):
-    channels: int = 96  # features of every layer (residual blocks narrow to half inside); 96 suits RGB too
-    n_blocks: int = 7  # residual blocks after the first layer
-    first_kernel: int = 7  # the mask-A layer's k x k
-    kernel: int = 3  # each residual block's masked k x k
-    sampler: str = "cached"  # cached | naive
+    channels: int = number(96, min=1)  # features of every layer (residual blocks narrow to half inside); 96 suits
+    # RGB too
+    n_blocks: int = number(7, min=0)  # residual blocks after the first layer
+    first_kernel: int = number(7, min=1)  # the mask-A layer's k x k
+    kernel: int = number(3, min=1)  # each residual block's masked k x k
+    sampler: str = choice("cached", *SAMPLERS)
 
 
 class ResidualBlock(nn.Module):
@@ -230,12 +230,12 @@ class PixelCNN(AutoregressiveModel):
 
 @dataclass
 class GatedPixelCNNConfig(ModelConfig):
-    channels: int = 48  # features per stack (the gates use twice as many); a multiple of 3 suits RGB
-    n_layers: int = 8  # gated layers, the first with a first_kernel-wide receptive field
-    first_kernel: int = 7
-    kernel: int = 3
+    channels: int = number(48, min=1)  # features per stack (the gates use twice as many); a multiple of 3 suits RGB
+    n_layers: int = number(8, min=1)  # gated layers, the first with a first_kernel-wide receptive field
+    first_kernel: int = number(7, min=1)
+    kernel: int = number(3, min=1)
     conditional: bool = False  # class-conditional: p(x | y) with a per-class bias in every gate
-    sampler: str = "cached"  # cached | naive
+    sampler: str = choice("cached", *SAMPLERS)
 
 
 class GatedLayer(nn.Module):
@@ -342,10 +342,10 @@ class GatedPixelCNN(AutoregressiveModel):
 
 @dataclass
 class PixelCNNPPConfig(ModelConfig):
-    filters: int = 64  # features of every stream
-    n_resnet: int = 1  # gated resnet blocks per resolution (5 in the paper)
-    n_mix: int = 5  # logistic mixture components (10 in the paper)
-    n_scales: int = 3  # resolutions: full, 1/2, 1/4 (each halving needs an even size)
+    filters: int = number(64, min=1)  # features of every stream
+    n_resnet: int = number(1, min=1)  # gated resnet blocks per resolution (5 in the paper)
+    n_mix: int = number(5, min=1)  # logistic mixture components (10 in the paper)
+    n_scales: int = number(3, min=1)  # resolutions: full, 1/2, 1/4 (each halving needs an even size)
 
 
 class ShiftedConv(nn.Module):
@@ -408,8 +408,6 @@ class PixelCNNPP(AutoregressiveModel):
     def __init__(self, cfg: PixelCNNPPConfig):
         c, height, width = cfg.data_shape
         super().__init__(cfg, DiscretizedLogisticMixture(c, cfg.levels, cfg.n_mix))
-        if cfg.filters < 1 or cfg.n_resnet < 1 or cfg.n_mix < 1 or cfg.n_scales < 1:
-            raise DgmError("filters, n_resnet, n_mix and n_scales must be at least 1")
         if height % 2 ** (cfg.n_scales - 1) or width % 2 ** (cfg.n_scales - 1):
             raise DgmError(f"n_scales={cfg.n_scales} halves the image {cfg.n_scales - 1} times, so its size "
                            f"{height}x{width} must divide by {2 ** (cfg.n_scales - 1)}; lower n_scales")
@@ -463,10 +461,10 @@ class PixelCNNPP(AutoregressiveModel):
 
 @dataclass
 class PixelRNNConfig(ModelConfig):
-    variant: str = "row"  # row (Row LSTM) | diagonal (Diagonal BiLSTM)
-    channels: int = 24  # LSTM state size (the gates use four times as many)
-    n_layers: int = 2  # LSTM layers, each with a residual connection (7 in the paper)
-    first_kernel: int = 7  # the mask-A convolution before the LSTMs
+    variant: str = choice("row", "row", "diagonal")  # Row LSTM | Diagonal BiLSTM
+    channels: int = number(24, min=1)  # LSTM state size (the gates use four times as many)
+    n_layers: int = number(2, min=1)  # LSTM layers, each with a residual connection (7 in the paper)
+    first_kernel: int = number(7, min=1)  # the mask-A convolution before the LSTMs
 
 
 def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -547,8 +545,6 @@ class PixelRNN(AutoregressiveModel):
         c = cfg.data_shape[0]
         super().__init__(cfg, pixel_likelihood(c, cfg.levels))
         lstms = {"row": RowLSTM, "diagonal": DiagonalBiLSTM}
-        if cfg.variant not in lstms:
-            raise DgmError(f"unknown variant '{cfg.variant}'; choose row or diagonal")
         _check_widths(c, channels=cfg.channels)
         self.first = MaskedConv2d(c, cfg.channels, (cfg.first_kernel // 2 + 1, cfg.first_kernel), "A", c)
         self.lstms = nn.ModuleList(lstms[cfg.variant](cfg.channels, c) for _ in range(cfg.n_layers))

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgm.config import choice, number, numbers
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, class_labels, register_model
 from dgm.nn import MLP
@@ -123,24 +124,27 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_real: tor
 # --- configs: one per registered variant, differing only in defaults --------------------------------
 @dataclass
 class GANConfig(ModelConfig):
-    architecture: str = "mlp"  # mlp | conv (DCGAN)
-    objective: str = "gan"  # gan | wasserstein | least_squares
-    generator_loss: str = "non_saturating"  # non_saturating | minimax (objective=gan only)
-    conditioning: str = "none"  # none | concat (CGAN: G and D see y) | auxiliary (AC-GAN: D predicts y)
-    latent_dim: int = 64
-    hidden_dims: tuple[int, ...] = (256, 256)  # MLP widths of G; D uses them reversed
-    base_channels: int = 64  # DCGAN widths: this next to the image, doubling towards the latent end (at most 8x)
-    g_norm: str = "auto"  # MLP generator's normalisation: batch | none | auto (batch for images, none for points;
-    # without it the MLP generator collapses to one digit on MNIST); the DCGAN generator always uses batch norm
-    d_norm: str = "batch"  # conv discriminator's normalisation: batch | layer | none
-    n_critic: int = 1  # discriminator updates per generator update
-    pack: int = 1  # PacGAN (Lin et al. 2018): D judges packs of this many examples, all real or all fake
-    clip: float = 0.0  # WGAN weight clipping: every critic parameter kept in [-clip, clip]; 0 disables
-    gp_weight: float = 0.0  # WGAN-GP gradient-penalty weight lambda; 0 disables
-    optimizer: str = "adam"  # adam | rmsprop (replaces the trainer's optimizer)
-    g_lr: float = 2e-4
-    d_lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam's; unused by RMSprop
+    architecture: str = choice("mlp", "mlp", "conv")  # conv: DCGAN
+    objective: str = choice("gan", *OBJECTIVES)
+    generator_loss: str = choice("non_saturating", *GENERATOR_LOSSES)  # minimax: objective=gan only
+    conditioning: str = choice("none", *CONDITIONINGS)  # concat (CGAN: G and D see y) | auxiliary (AC-GAN: D
+    # predicts y)
+    latent_dim: int = number(64, min=1)
+    hidden_dims: tuple[int, ...] = numbers((256, 256), min=1)  # MLP widths of G; D uses them reversed
+    base_channels: int = number(64, min=1)  # DCGAN widths: this next to the image, doubling towards the latent
+    # end (at most 8x)
+    g_norm: str = choice("auto", "auto", "batch", "none")  # MLP generator's normalisation (auto: batch for images,
+    # none for points; without it the MLP generator collapses to one digit on MNIST); DCGAN's always uses batch norm
+    d_norm: str = choice("batch", "batch", "layer", "none")  # conv discriminator's normalisation
+    n_critic: int = number(1, min=1)  # discriminator updates per generator update
+    pack: int = number(1, min=1)  # PacGAN (Lin et al. 2018): D judges packs of this many examples, all real or all
+    # fake
+    clip: float = number(0.0, min=0)  # WGAN weight clipping: every critic parameter kept in [-clip, clip]; 0: off
+    gp_weight: float = number(0.0, min=0)  # WGAN-GP gradient-penalty weight lambda; 0 disables
+    optimizer: str = choice("adam", "adam", "rmsprop")  # replaces the trainer's optimizer
+    g_lr: float = number(2e-4, min=0)  # 0 freezes G (as the density-ratio experiment of the tests does)
+    d_lr: float = number(2e-4, min=0)
+    betas: tuple[float, float] = numbers((0.5, 0.999), min=0, below=1, length=2)  # Adam's; unused by RMSprop
 
 
 @dataclass
@@ -480,25 +484,11 @@ def _as_tuple(v):
 
 
 def _check(cfg: GANConfig) -> None:
-    def choose(key, value, allowed):
-        if value not in allowed:
-            raise DgmError(f"unknown {key} '{value}'; choose {', '.join(allowed)}")
-
-    choose("architecture", cfg.architecture, ("mlp", "conv"))
-    choose("objective", cfg.objective, OBJECTIVES)
-    choose("generator_loss", cfg.generator_loss, GENERATOR_LOSSES)
-    choose("conditioning", cfg.conditioning, CONDITIONINGS)
-    choose("optimizer", cfg.optimizer, ("adam", "rmsprop"))
-    choose("d_norm", cfg.d_norm, ("batch", "layer", "none"))
-    choose("g_norm", cfg.g_norm, ("auto", "batch", "none"))
+    """What no single field's rule can say: combinations of fields, and fields against the data."""
     if cfg.generator_loss == "minimax" and cfg.objective != "gan":
         raise DgmError("generator_loss=minimax belongs to objective=gan; the other objectives have one generator loss")
-    if cfg.latent_dim < 1 or cfg.n_critic < 1 or cfg.pack < 1:
-        raise DgmError("latent_dim, n_critic and pack must be at least 1")
     if cfg.pack > 1 and cfg.conditioning == "auxiliary":
         raise DgmError("AC-GAN's classifier labels single examples, so it cannot read packs; use pack=1")
-    if cfg.clip < 0 or cfg.gp_weight < 0:
-        raise DgmError("clip and gp_weight must be 0 (off) or positive")
     if cfg.conditioning != "none" and not cfg.num_classes:
         raise DgmError(f"conditioning={cfg.conditioning} needs a dataset with class labels (num_classes)")
     if cfg.architecture == "conv":

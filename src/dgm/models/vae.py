@@ -16,30 +16,31 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from dgm.distributions import make_likelihood, standard_normal_log_prob
+from dgm.config import choice, number, numbers
+from dgm.distributions import LIKELIHOODS, make_likelihood, standard_normal_log_prob
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
-from dgm.nn import MLP, ConvDecoder, ConvEncoder
+from dgm.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
 
 @dataclass
 class VAEConfig(ModelConfig):
-    architecture: str = "mlp"  # mlp | conv
-    hidden_dims: tuple[int, ...] = (400,)  # MLP widths (the decoder mirrors them)
-    conv_channels: tuple[int, ...] = (32, 64)  # stride-2 conv widths (the decoder mirrors them)
-    latent_dim: int = 20
-    activation: str = "relu"  # relu | elu | leaky_relu | tanh | gelu | gated (MLP only)
-    likelihood: str = "auto"  # auto | bernoulli | gaussian | laplace | categorical | dlogistic (auto: Bernoulli
-    # for binary data, categorical for <= 32 levels, discretized logistic mixture for more; see distributions.py)
+    architecture: str = choice("mlp", "mlp", "conv")
+    hidden_dims: tuple[int, ...] = numbers((400,), min=1)  # MLP widths (the decoder mirrors them)
+    conv_channels: tuple[int, ...] = numbers((32, 64), min=1, nonempty=True)  # stride-2 conv widths (mirrored)
+    latent_dim: int = number(20, min=1)
+    activation: str = choice("relu", *ACTIVATIONS, "gated")  # gated: MLP only
+    likelihood: str = choice("auto", "auto", *LIKELIHOODS)  # auto: Bernoulli for binary data, categorical for
+    # <= 32 levels, discretized logistic mixture for more (see distributions.py)
     learned_scale: bool = False  # Gaussian/Laplace: decoder predicts a per-pixel scale
-    scale: float = 0.1  # Gaussian/Laplace fixed scale
-    n_mix: int = 5  # dlogistic: logistic mixture components per pixel
-    beta: float = 1.0  # weight of the KL term (beta-VAE); 1 gives the ELBO
-    kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to beta over these steps
-    objective: str = "elbo"  # elbo | iwae
-    n_samples: int = 1  # z samples per example in the training objective (k for iwae)
-    chunk_size: int = 8192  # most (sample x example) pairs per decoder call in iwae(); larger is slower on
-    # CPU: the decoder's outputs then overflow the caches and every elementwise op streams from memory
+    scale: float = number(0.1, above=0)  # Gaussian/Laplace fixed scale
+    n_mix: int = number(5, min=1)  # dlogistic: logistic mixture components per pixel
+    beta: float = number(1.0, min=0)  # weight of the KL term (beta-VAE); 1 gives the ELBO
+    kl_warmup_steps: int = number(0, min=0)  # KL weight rises linearly from 0 to beta over these steps
+    objective: str = choice("elbo", "elbo", "iwae")
+    n_samples: int = number(1, min=1)  # z samples per example in the training objective (k for iwae)
+    chunk_size: int = number(8192, min=1)  # most (sample x example) pairs per decoder call in iwae(); larger is
+    # slower on CPU: the decoder's outputs then overflow the caches and every elementwise op streams from memory
 
 
 @register_model("vae", VAEConfig, family="vae", seeds=("000", "001", "002", "004"),
@@ -47,12 +48,6 @@ class VAEConfig(ModelConfig):
 class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
-        if cfg.objective not in ("elbo", "iwae"):
-            raise DgmError(f"unknown objective '{cfg.objective}'; choose elbo or iwae")
-        if cfg.architecture not in ("mlp", "conv"):
-            raise DgmError(f"unknown architecture '{cfg.architecture}'; choose mlp or conv")
-        if cfg.latent_dim < 1 or cfg.n_samples < 1:
-            raise DgmError("latent_dim and n_samples must be at least 1")
         self.cfg = cfg
         c, h, w = cfg.data_shape
         self.likelihood = make_likelihood(cfg.likelihood, c, cfg.levels, cfg.learned_scale, cfg.scale, cfg.n_mix)

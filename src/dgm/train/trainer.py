@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from dgm import io
+from dgm.config import Checked, choice, number, numbers, parse_minutes, text
 from dgm.data import Dataset
-from dgm.errors import DgmError, DivergenceError
+from dgm.errors import DgmError, DivergenceError, Interrupted
 from dgm.train import distributed as ddp
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -35,26 +36,29 @@ METRICS = "metrics.jsonl"
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 100
-    steps: int = 0  # total optimizer steps; overrides epochs when > 0
-    batch_size: int = 128  # per process
-    optimizer: str = "adam"  # adam | adamax
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # constant | cosine | exponential
-    lr_decay: float = 1.0  # exponential schedule: factor per epoch
-    grad_clip: float = 0.0  # max global gradient norm; 0 disables
-    precision: str = "fp32"  # fp32 | bf16: forward passes under bfloat16 autocast (weights, optimizer and
-    # validation stay float32); about twice as fast for convolutions on CPUs with AVX-512 BF16 or AMX
-    time_limit: float = 0.0  # minutes; stop at the first epoch end past it (0 = none)
-    early_stopping: int = 0  # patience in epochs without improvement of valid `monitor`; 0 disables
-    monitor: str = "loss"  # validation metric to minimise (early stopping, best weights)
-    checkpoint_every: int = 0  # also checkpoint every this many steps; 0 = at epoch ends only
-    log_every: int = 0  # also log train averages every this many steps; 0 = per epoch
-    seed: int = 0
-    device: str = "auto"  # auto (CUDA, then CPU) | cpu | cuda | cuda:N
+class TrainConfig(Checked):
+    epochs: int = number(100, min=0)
+    steps: int = number(0, min=0)  # total optimizer steps; overrides epochs when > 0
+    batch_size: int = number(128, min=1)  # per process
+    optimizer: str = choice("adam", "adam", "adamax")
+    lr: float = number(1e-3, above=0)
+    betas: tuple[float, float] = numbers((0.9, 0.999), min=0, below=1, length=2)
+    weight_decay: float = number(0.0, min=0)
+    lr_schedule: str = choice("constant", "constant", "cosine", "exponential")
+    lr_decay: float = number(1.0, above=0, max=1)  # exponential schedule: factor per epoch
+    grad_clip: float = number(0.0, min=0)  # max global gradient norm; 0 disables
+    precision: str = choice("fp32", "fp32", "bf16")  # bf16: forward passes under bfloat16 autocast (weights,
+    # optimizer and validation stay float32); about twice as fast for convolutions on CPUs with AVX-512 BF16 or AMX
+    time_limit: float = number(0.0, min=0, parse=parse_minutes,
+                               described="a duration >= 0: minutes, or with a unit (90s, 25m, 1.5h)")  # minutes ('90s', '25m', '1.5h' on the command
+    # line; a bare number is minutes) of training, summed over resumes; stop at the first epoch end past it; 0 = none
+    early_stopping: int = number(0, min=0)  # patience in epochs without improvement of valid `monitor`; 0 disables
+    monitor: str = text("loss", r"[A-Za-z0-9_/]+", "the name of a validation term, e.g. loss")  # minimised
+    # (early stopping, best weights)
+    checkpoint_every: int = number(0, min=0)  # also checkpoint every this many steps; 0 = at epoch ends only
+    log_every: int = number(0, min=0)  # also log train averages every this many steps; 0 = per epoch
+    seed: int = number(0, min=0)
+    device: str = text("auto", r"auto|cpu|cuda(:[0-9]+)?|mps", "auto, cpu, cuda or cuda:N")  # auto: CUDA, then CPU
     tensorboard: bool = False
     progress: bool = True
 
@@ -96,14 +100,13 @@ class Trainer:
     dataset: Dataset
     cfg: TrainConfig
     out_dir: Path | None = None
-    callbacks: list[Callable[["Trainer"], None]] = field(default_factory=list)
+    callbacks: list[Callable[["Trainer"], None]] = field(default_factory=list)  # at epoch ends and the last step
+    on_checkpoint: list[Callable[["Trainer"], None]] = field(default_factory=list)  # before each checkpoint write
 
     def __post_init__(self):
         torch.set_flush_denormal(True)  # border pixels' sigmoids underflow into slow denormals otherwise
         self.rank, self.world_size, local_rank = ddp.world()
         self.device = select_device(self.cfg.device, local_rank)
-        if self.cfg.precision not in ("fp32", "bf16"):
-            raise DgmError(f"unknown precision '{self.cfg.precision}'; choose fp32 or bf16")
         ddp.init(self.device)
         self.model.to(self.device)
         if ddp.is_distributed():
@@ -219,6 +222,8 @@ class Trainer:
         rng = self._rng_states()  # a collective: every rank takes part
         if not self.is_writer:
             return
+        for hook in self.on_checkpoint:
+            hook(self)
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(rng)
         if self.best_weights is not None:
@@ -302,14 +307,21 @@ class Trainer:
 
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+            used = self.state.elapsed / 60
+            if 0 < self.cfg.time_limit <= used:
+                raise DgmError(f"this run has trained {used:.1f} minutes, already past its time_limit of "
+                               f"{self.cfg.time_limit:g} minutes, so it would stop at once; resume with a larger "
+                               f"time_limit (e.g. time_limit={math.ceil(used) + 30}m) or time_limit=0 for none")
             self._truncate_metrics()
             self.state.stop_reason = ""  # resuming means: go on (to the new epochs or time limit)
+        elif self.is_writer and (self.out_dir / METRICS).exists():
+            (self.out_dir / METRICS).unlink()  # a fresh run in a folder whose training never reached a checkpoint
         self.tb = self._open_tensorboard()
         bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not (self.cfg.progress and self.rank == 0),
                    unit="step", dynamic_ncols=True, mininterval=0.5)
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        last_good = self.state.step
+        last_good = self.state.step if resume_from is not None else None  # the step of the last checkpoint
         t0 = time.perf_counter()
         try:
             while self.state.step < self.total_steps and not self.state.stop_reason:
@@ -333,8 +345,9 @@ class Trainer:
                         bad = ", ".join(k for k, v in means.items() if not math.isfinite(v))
                         raise DivergenceError(
                             f"training diverged: {bad} became NaN or infinite before step {self.state.step}; "
-                            f"the last good checkpoint (step {last_good}) is kept — lower lr or set grad_clip=1.0 "
-                            "and start again or resume")
+                            + (f"the last good checkpoint (step {last_good}) is kept — " if last_good is not None
+                               else "no checkpoint had been written yet — ")
+                            + "lower lr or set grad_clip=1.0 and start again or resume")
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
                 if not (at_epoch_end or at_log or at_ckpt):
                     continue
@@ -359,8 +372,12 @@ class Trainer:
                         callback(self)
                 t0 = time.perf_counter()
         except KeyboardInterrupt:
-            raise DgmError(f"interrupted at step {self.state.step}; the checkpoint of step {last_good} is kept — "
-                           "continue with `dgm resume RUN`") from None
+            if last_good is None:
+                raise Interrupted(f"interrupted at step {self.state.step}, before the first checkpoint, so there "
+                                  "is nothing to resume") from None
+            where = f"`dgm resume {self.out_dir}`" if self.out_dir else "Trainer.fit(resume_from=...)"
+            raise Interrupted(f"interrupted at step {self.state.step}; the checkpoint of step {last_good} is kept — "
+                              f"continue with {where}") from None
         finally:
             bar.close()
             if self.tb is not None:
@@ -372,6 +389,10 @@ class Trainer:
     def _track_best(self, record: dict[str, Any]) -> None:
         key = f"valid/{self.cfg.monitor}"
         if key not in record:
+            terms = sorted(k[6:] for k in record if k.startswith("valid/"))
+            if terms:
+                raise DgmError(f"monitor={self.cfg.monitor} is not a validation term of this model; "
+                               f"choose one of {', '.join(terms)}")
             return
         value = record[key]
         if value < self.state.best_metric:
