@@ -204,3 +204,76 @@ def test_eval_on_data_with_other_levels_is_refused(trained, capsys, tmp_path):
              x_test=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8))
     code, _, err = run(capsys, "eval", str(trained), "--metrics", "likelihood", "--data", f"npz:{path}")
     assert code == 1 and "17 levels" in err and "256" in err and "Traceback" not in err
+
+
+def _interrupt(argv, tmp_path, when) -> subprocess.CompletedProcess:
+    """Run `python -m dgm ARGV`, send Ctrl-C (SIGINT) once when(tmp_path) holds, and wait for it."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "dgm", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not when() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes_bitwise(tmp_path, capsys):
+    import time
+
+    options = ["--no-progress", "hidden_dims=32", "latent_dim=4", "checkpoint_every=6"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["train", "vae", "--epochs", "30", "--out", str(whole), *options]) == 0
+    # at start-up, before anything is written: nothing is left
+    early = _interrupt(["train", "vae", "--epochs", "30", "--out", str(cut), *options], tmp_path,
+                       lambda: time.sleep(0.3) or True)
+    assert early.returncode == 130 and "Traceback" not in early.stderr and early.stderr.count("\n") == 1
+    assert not cut.exists()
+    # mid-training, after a checkpoint: it is kept, the message names the folder to resume
+    mid = _interrupt(["train", "vae", "--epochs", "30", "--out", str(cut), *options], tmp_path,
+                     lambda: (cut / "checkpoint.safetensors").exists())
+    assert mid.returncode == 130 and "Traceback" not in mid.stderr, mid.stderr
+    assert f"dgm resume {cut}" in mid.stderr and mid.stderr.count("\n") == 1
+    assert run(capsys, "resume", str(cut), "--no-progress")[0] == 0
+    a, b = load_tensors(whole / "checkpoint.safetensors")[0], load_tensors(cut / "checkpoint.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_used_up_time_limit_is_said_on_resume_and_units_are_read(tmp_path, capsys):
+    out = tmp_path / "timed"
+    code, stdout, _ = run(capsys, "train", "vae", "--epochs", "5", "--out", str(out), *FAST, "time_limit=0.01s")
+    assert code == 0 and "stopped by time limit" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["time_limit"] == pytest.approx(0.01 / 60)
+    before = (out / "config.json").read_bytes()
+    code, _, err = run(capsys, "resume", str(out), "--epochs", "3", "--no-progress")
+    assert code == 1 and "past its time_limit" in err and "time_limit=0" in err
+    assert (out / "config.json").read_bytes() == before
+    assert run(capsys, "resume", str(out), "--epochs", "3", "--no-progress", "time_limit=0")[0] == 0
+    assert json.loads((out / "config.json").read_text())["train"]["time_limit"] == 0
+
+
+def test_a_folder_whose_training_never_checkpointed_is_reused(tmp_path, capsys):
+    out = tmp_path / "never"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # as a killed `dgm train` leaves it
+    (out / "metrics.jsonl").write_text('{"step": 99}\n')
+    assert run(capsys, "train", "vae", "--epochs", "1", "--out", str(out), *FAST)[0] == 0
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [12]
+
+
+def test_version_and_help_for_every_flag(capsys):
+    from dgm import __version__
+    from dgm.cli import make_parser
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"dgm {__version__}"
+    parser = make_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"dgm {name} {action.option_strings or action.dest} has no help text"

@@ -74,3 +74,27 @@ def test_compare_needs_eval_first(tmp_path, capsys):
     assert main(["train", "vae", "--steps", "5", "--out", str(out), "--no-progress", "hidden_dims=16"]) == 0
     code, _, err = run(capsys, "compare", str(out))
     assert code == 1 and "dgm eval" in err
+
+
+def test_scores_of_replaced_weights_are_marked_stale(tmp_path, capsys):
+    """A run scored, then trained further: `dgm compare` marks its row, `dgm report` rescores and saves."""
+    from dgm.cli import main
+
+    run = tmp_path / "vae"
+    assert main(["train", "vae", "--steps", "12", "--out", str(run), "--no-progress", "hidden_dims=8",
+                 "latent_dim=2"]) == 0
+    assert main(["eval", str(run), "--metrics", "likelihood", "--k", "5", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "stale" not in out + err
+    assert main(["resume", str(run), "--steps", "24", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "vae (stale)" in out and "rescore with `dgm eval" in err
+    assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run)]) == 0  # the report's fresh scores were saved
+    out, err = capsys.readouterr()
+    assert "stale" not in out + err and "log p(x)" in out

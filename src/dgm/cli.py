@@ -159,9 +159,12 @@ def cmd_train(args) -> None:
             data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # so eval works from anywhere
             write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": data_dir}, cfg)
         _train(model, dataset, cfg, run_dir, resume=False)
-    except BaseException:  # a run that never reached its first checkpoint leaves nothing behind
+    except BaseException as e:  # a run that never reached its first checkpoint leaves nothing behind
         if created and world()[0] == 0 and not (run_dir / CHECKPOINT).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(e, (Interrupted, KeyboardInterrupt)):
+                raise Interrupted(f"interrupted before the first checkpoint; {run_dir} was removed, so the same "
+                                  "`dgm train` command starts it again") from None
         raise
 
 
@@ -273,12 +276,8 @@ def _print_results(results: dict[str, Any]) -> None:
 
 
 def cmd_eval(args) -> None:
-    import os
-
     import dgm
-    from dgm.io import atomic_write_json
     from dgm.runs import load_data, read_config
-    from dgm.train.trainer import WEIGHTS
 
     metrics = _parse_metrics(args.metrics)
     run_dir = Path(args.run)
@@ -297,20 +296,17 @@ def cmd_eval(args) -> None:
     results.update(_evaluate(model, dataset, metrics, args.split, k=args.k, n_examples=args.n_examples,
                              n_samples=args.n_samples, seed=args.seed, progress=not args.json))
     if not args.data:  # cache for `dgm report` and `dgm compare`, merged with earlier scores of the same weights
-        mtime = os.stat(run_dir / WEIGHTS).st_mtime_ns
-        cached = _read_eval(run_dir)
-        if cached.get("weights_mtime_ns") == mtime:
-            cached["reference"] = {**cached.get("reference", {}), **results.get("reference", {})}
-            results = {**cached, **{k: v for k, v in results.items() if k != "reference"},
-                       "reference": cached["reference"]}
-        atomic_write_json(run_dir / EVAL_FILE, {**results, "weights_mtime_ns": mtime})
-    results.pop("weights_mtime_ns", None)
+        results = _save_scores(run_dir, results)
+    results.pop(FINGERPRINT, None)
     if not results.get("reference"):
         results.pop("reference", None)
     if args.json:
         print(json.dumps(results))
     else:
         _print_results(results)
+
+
+FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
 
 
 def _read_eval(run_dir: Path) -> dict[str, Any]:
@@ -323,6 +319,35 @@ def _read_eval(run_dir: Path) -> dict[str, Any]:
         raise DgmError(f"{path} is corrupt; delete it and run `dgm eval {run_dir}` again") from None
 
 
+def _scores(run_dir: Path) -> tuple[dict[str, Any], bool]:
+    """(RUN/eval.json, whether its scores are of weights since replaced: trained further, resumed, retrained)."""
+    from dgm.runs import weights_fingerprint
+
+    scores = _read_eval(run_dir)
+    return scores, bool(scores) and scores.get(FINGERPRINT) != weights_fingerprint(run_dir)
+
+
+def _save_scores(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Write results to RUN/eval.json with the fingerprint of the weights they score, merged with the
+    scores already there when those are of the same weights; returns what was written."""
+    from dgm.io import atomic_write_json
+    from dgm.runs import weights_fingerprint
+
+    fingerprint = weights_fingerprint(run_dir)
+    cached = _read_eval(run_dir)
+    if cached.get(FINGERPRINT) == fingerprint:
+        reference = {**cached.get("reference", {}), **results.get("reference", {})}
+        results = {**cached, **{k: v for k, v in results.items() if k != "reference"}, "reference": reference}
+    results = {**results, FINGERPRINT: fingerprint}
+    atomic_write_json(run_dir / EVAL_FILE, results)
+    return results
+
+
+def _stale_note(run_dir) -> str:
+    return (f"the scores in {run_dir}/{EVAL_FILE} are of weights since replaced (the run trained further); "
+            f"rescore with `dgm eval {run_dir}`")
+
+
 def cmd_report(args) -> None:
     import dgm
     from dgm.runs import load_data, read_config, read_metrics
@@ -332,11 +357,16 @@ def cmd_report(args) -> None:
     config = read_config(run_dir)
     model = dgm.load(run_dir)
     dataset = load_data(config, args.data_dir)
-    metrics = _read_eval(run_dir)
+    metrics, stale = _scores(run_dir)
+    if stale:
+        print(f"dgm: note: {_stale_note(run_dir)}" + ("; the report leaves them out" if args.no_eval else ""),
+              file=sys.stderr)
+        metrics = {}
     if not metrics and not args.no_eval:
-        print(f"{run_dir} has no {EVAL_FILE}; computing the default metrics (likelihood on 1,000 test images, "
-              "k=100) first", file=sys.stderr)
-        metrics = _evaluate(model, dataset, None, k=100, n_examples=1000, seed=args.seed, progress=True)
+        print(f"{run_dir} has no current {EVAL_FILE}; computing the default metrics (likelihood on 1,000 test "
+              f"images, k=100) first and saving them there", file=sys.stderr)
+        metrics = _save_scores(run_dir, {"run": str(run_dir), "split": "test", **_evaluate(
+            model, dataset, None, k=100, n_examples=1000, seed=args.seed, progress=True)})
     path = write_report(run_dir, model, dataset, config, read_metrics(run_dir), metrics or None, seed=args.seed)
     print(path)
 
@@ -348,10 +378,12 @@ def cmd_compare(args) -> None:
     entries = []
     for run in args.runs:
         config = read_config(Path(run))
-        metrics = _read_eval(Path(run))
+        metrics, stale = _scores(Path(run))
         if not metrics:
             raise DgmError(f"{run} has no {EVAL_FILE}; score it first with `dgm eval {run}`")
-        entries.append((Path(run).name, config, metrics))
+        if stale:
+            print(f"dgm: note: {_stale_note(run)}; its row is marked (stale)", file=sys.stderr)
+        entries.append((Path(run).name + (" (stale)" if stale else ""), config, metrics))
     header, rows = leaderboard(entries)
     if args.markdown:
         print(markdown_table(header, rows))
@@ -513,7 +545,10 @@ def make_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
                                      "nearest training images")
     pl.add_argument("run", help="the run folder")
-    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"])
+    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"],
+                    help="interpolate (between encoded test images, or in z), traverse (one latent at a time, "
+                         "ordered by KL), manifold (latent_dim=2), embedding (t-SNE of codes), nearest (samples "
+                         "beside their nearest training images)")
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
     pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
     pl.add_argument("--seed", type=int, default=0, help="seed of the images and noise picked (default 0)")

@@ -83,6 +83,20 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: bo
     return model.to(device).eval()
 
 
+def weights_fingerprint(run_dir: Path) -> str:
+    """SHA-256 of RUN/model.safetensors: what a score in eval.json was computed from."""
+    import hashlib
+
+    path = Path(run_dir) / WEIGHTS
+    if not path.is_file():
+        raise DgmError(f"{run_dir} has no {WEIGHTS}; its training never reached a checkpoint")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_data(config: dict[str, Any], data_dir: str | Path | None = None) -> Dataset:
     data = config["data"]
     return load_dataset(data["name"], data_dir=data_dir or data.get("data_dir"), binarize=data.get("binarize", "none"))
