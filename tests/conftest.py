@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,11 +7,21 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def real_data_dir() -> Path | None:
+    """Where the real datasets are: $DGM_DATA_DIR if it holds MNIST, else the team's ../shared/data."""
+    for folder in (os.environ.get("DGM_DATA_DIR"), SHARED_DATA):
+        if folder and (Path(folder).expanduser() / "MNIST" / "raw").is_dir():
+            return Path(folder).expanduser()
+    return None
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (the team's shared/data folder)")
-    return SHARED_DATA
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip(f"real data not found in $DGM_DATA_DIR ({os.environ.get('DGM_DATA_DIR') or 'unset'}) "
+                    f"nor at {SHARED_DATA} (the team's shared/data folder)")
+    return folder
 
 
 @pytest.fixture(autouse=True)

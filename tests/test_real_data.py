@@ -1,4 +1,4 @@
-"""Real data from ../shared/data (skipped with the reason when absent)."""
+"""Real data from $DGM_DATA_DIR or ../shared/data (skipped with the reason when absent)."""
 import json
 
 import pytest

@@ -13,9 +13,12 @@ from torch import nn
 from dgm.errors import DgmError
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 28) -> Path:
-    """Write images [N, C, H, W] in [0, 1] as a grid; tiny images are enlarged (nearest) to stay visible."""
-    from torchvision.utils import save_image
+def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 48, row_labels: list[str] | None = None,
+              col_labels: list[str] | None = None, title: str | None = None) -> Path:
+    """Write images [N, C, H, W] in [0, 1] as a grid, nrow per row; small images are enlarged (nearest
+    neighbour, a whole factor) to at least min_size pixels so digits stay visible. With labels or a
+    title the grid is drawn with them beside it (rows on the left, columns on top)."""
+    from torchvision.utils import make_grid, save_image
 
     images = images.detach().float().cpu().clamp(0, 1)
     scale = max(1, -(-min_size // images.shape[-1]))
@@ -23,7 +26,33 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 28) -
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, str(path), nrow=nrow, padding=2, pad_value=0.5)
+    if not (row_labels or col_labels or title):
+        save_image(images, str(path), nrow=nrow, padding=2, pad_value=0.5)
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5).permute(1, 2, 0).numpy()
+    cell_h, cell_w = images.shape[-2] + 2, images.shape[-1] + 2
+    dpi = 100
+    left = 1.6 if row_labels else 0.1
+    top = (0.35 if col_labels else 0.0) + (0.35 if title else 0.0) + 0.05
+    fig = plt.figure(figsize=(grid.shape[1] / dpi + left + 0.1, grid.shape[0] / dpi + top + 0.1), dpi=dpi)
+    ax = fig.add_axes((left / fig.get_figwidth(), 0.1 / fig.get_figheight(), grid.shape[1] / dpi / fig.get_figwidth(),
+                       grid.shape[0] / dpi / fig.get_figheight()))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([cell_w * (i + 0.5) for i in range(len(col_labels or []))], col_labels or [], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([cell_h * (i + 0.5) for i in range(len(row_labels or []))], row_labels or [], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig.get_figheight(), va="top")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
     return path
 
 
@@ -48,7 +77,8 @@ def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0, centres: t
         from dgm.viz.points import scatter_points
 
         return scatter_points(x, path, centres=centres)
-    return save_grid(x, path, nrow=int(n ** 0.5))
+    what = f"label {y}" if y is not None else f"seed {seed}"
+    return save_grid(x, path, nrow=int(n ** 0.5), title=f"{n} samples of {model.cfg.name} ({what})")
 
 
 @torch.no_grad()
@@ -121,7 +151,8 @@ def reconstructions(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
     rows = []
     for start in range(0, x.shape[0], nrow):
         rows += [x[start : start + nrow], recon[start : start + nrow]]
-    return save_grid(torch.cat(rows), path, nrow=nrow)
+    return save_grid(torch.cat(rows), path, nrow=nrow, row_labels=["original", "reconstruction"] * (len(rows) // 2),
+                     title="test images and their reconstructions")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -148,18 +179,33 @@ def interpolations(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, path:
     return save_grid(torch.cat(rows), path, nrow=steps)
 
 
+def latent_activity(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """How much each latent dimension is used on images x: the mean KL(q(z_d|x) || N(0, 1)) per dimension
+    for a model with a Gaussian `posterior`, else the variance of its codes over x; and the measure's name."""
+    if callable(getattr(model, "posterior", None)):
+        q = model.posterior(x)
+        var = q.scale.pow(2)
+        return (0.5 * (q.loc.pow(2) + var - 1 - var.log())).mean(0), "KL"
+    return model.encode(x).var(0), "var"
+
+
 @torch.no_grad()
 def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, span: float = 3.0,
               max_dims: int = 16) -> Path:
-    """Row d varies latent dimension d of encode(x) from -span to +span, the others fixed."""
+    """One row per latent dimension, the most used first (by its KL to the prior on x, see
+    `latent_activity`): the code of x[0] with that dimension set from -span to +span, the others fixed."""
     require(model, "encode", "decode")
     z0 = model.encode(x[:1])[0]
-    dims = min(z0.shape[0], max_dims)
+    activity, measure = latent_activity(model, x)
+    order = activity.argsort(descending=True)[:max_dims]
     values = torch.linspace(-span, span, steps, device=z0.device)
-    z = z0.repeat(dims, steps, 1)
-    for d in range(dims):
-        z[d, :, d] = values
-    return save_grid(model.decode(z.reshape(dims * steps, -1)), path, nrow=steps)
+    z = z0.repeat(len(order), steps, 1)
+    for row, d in enumerate(order):
+        z[row, :, d] = values
+    return save_grid(model.decode(z.reshape(len(order) * steps, -1)), path, nrow=steps,
+                     row_labels=[f"z{d} ({measure} {activity[d]:.2f})" for d in order.tolist()],
+                     col_labels=[f"{v:+.1f}" for v in values.tolist()],
+                     title=f"latent traversal, the {len(order)} most used of {z0.shape[0]} dimensions first")
 
 
 @torch.no_grad()
