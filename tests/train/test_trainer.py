@@ -191,3 +191,14 @@ def test_bf16_precision_runs_forward_passes_in_bfloat16_and_keeps_float32_weight
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(DgmError, match="invalid value 'fp8' for precision; it takes one of fp32, bf16"):
         TrainConfig(precision="fp8")
+
+
+def test_time_limit_stops_inside_a_long_epoch_with_a_checkpoint(tmp_path):
+    model = _vae()
+    trainer = Trainer(model, tiny_dataset(n=2000), TrainConfig(batch_size=8, progress=False, time_limit=1e-9),
+                      out_dir=tmp_path)
+    summary = trainer.fit()
+    assert summary["stop_reason"] == "time_limit" and summary["steps"] == 25 < trainer.steps_per_epoch
+    tensors, meta = load_tensors(tmp_path / CHECKPOINT)
+    assert json.loads(meta["trainer"])["step"] == 25
+    assert [json.loads(line)["step"] for line in open(tmp_path / METRICS)] == [25]

@@ -56,3 +56,12 @@ def all_gather(t: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t)
     return [o.cpu() for o in out]
+
+
+def rank0_says(flag: bool, device: torch.device) -> bool:
+    """Rank 0's flag on every rank (one tiny broadcast), so decisions from clocks agree across ranks."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())

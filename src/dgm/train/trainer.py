@@ -51,7 +51,7 @@ class TrainConfig(Checked):
     # optimizer and validation stay float32); about twice as fast for convolutions on CPUs with AVX-512 BF16 or AMX
     time_limit: float = number(0.0, min=0, parse=parse_minutes,
                                described="a duration >= 0: minutes, or with a unit (90s, 25m, 1.5h)")  # minutes ('90s', '25m', '1.5h' on the command
-    # line; a bare number is minutes) of training, summed over resumes; stop at the first epoch end past it; 0 = none
+    # line; a bare number is minutes) of training, summed over resumes; checked every 25 steps; 0 = none
     early_stopping: int = number(0, min=0)  # patience in epochs without improvement of valid `monitor`; 0 disables
     monitor: str = text("loss", r"[A-Za-z0-9_/]+", "the name of a validation term, e.g. loss")  # minimised
     # (early stopping, best weights)
@@ -339,6 +339,13 @@ class Trainer:
                 at_log = self.cfg.log_every > 0 and self.state.step % self.cfg.log_every == 0
                 at_ckpt = (self.cfg.checkpoint_every > 0 and self.state.step % self.cfg.checkpoint_every == 0
                            or self.state.step == self.total_steps)
+                # the time limit is looked at every 25 steps and at epoch ends (rank 0's clock decides), so
+                # a long epoch cannot overrun it; a stop mid-epoch logs and checkpoints where it stops
+                over_time = False
+                if self.cfg.time_limit > 0 and (count % 25 == 0 or at_epoch_end):
+                    over_time = ddp.rank0_says(
+                        self.cfg.time_limit <= (self.state.elapsed + time.perf_counter() - t0) / 60, self.device)
+                    at_ckpt = at_ckpt or over_time
                 if count % 25 == 0 or at_epoch_end or at_log or at_ckpt:
                     means = {k: float(v) / count for k, v in sums.items()}
                     if not all(math.isfinite(v) for v in means.values()):
@@ -361,8 +368,8 @@ class Trainer:
                 if at_epoch_end:
                     record.update({f"valid/{k}": v for k, v in self.validate().items()})
                     self._track_best(record)
-                    if 0 < self.cfg.time_limit <= self.state.elapsed / 60:
-                        self.state.stop_reason = "time_limit"
+                if over_time:
+                    self.state.stop_reason = "time_limit"
                 self.log(record)
                 if at_epoch_end or at_ckpt:
                     self.save_checkpoint()
