@@ -49,9 +49,9 @@ class TrainConfig(Checked):
     grad_clip: float = number(0.0, min=0)  # max global gradient norm; 0 disables
     precision: str = choice("fp32", "fp32", "bf16")  # bf16: forward passes under bfloat16 autocast (weights,
     # optimizer and validation stay float32); about twice as fast for convolutions on CPUs with AVX-512 BF16 or AMX
+    # minutes of training, summed over resumes, checked every 25 steps; 0 = none ('90s', '25m', '1.5h' from the CLI)
     time_limit: float = number(0.0, min=0, parse=parse_minutes,
-                               described="a duration >= 0: minutes, or with a unit (90s, 25m, 1.5h)")  # minutes ('90s', '25m', '1.5h' on the command
-    # line; a bare number is minutes) of training, summed over resumes; checked every 25 steps; 0 = none
+                               described="a duration >= 0: minutes, or with a unit (90s, 25m, 1.5h)")
     early_stopping: int = number(0, min=0)  # patience in epochs without improvement of valid `monitor`; 0 disables
     monitor: str = text("loss", r"[A-Za-z0-9_/]+", "the name of a validation term, e.g. loss")  # minimised
     # (early stopping, best weights)

@@ -63,7 +63,8 @@ def fmt(key: str, value: Any) -> str:
     return spec.format(value)
 
 
-SETTINGS = ("run", "split", "n_examples", "k", "n_samples", "feature_net", "weights_sha256", "weights_mtime_ns", "reference")
+SETTINGS = ("run", "split", "n_examples", "k", "n_samples", "feature_net", "weights_sha256", "weights_mtime_ns",
+            "reference")
 
 
 def metrics_rows(metrics: dict) -> list[tuple[str, str, str, str]]:
