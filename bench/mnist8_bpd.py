@@ -13,13 +13,11 @@ a bound on the discrete bits/dim): RealNVP 1.06, Glow 1.05 (FFJORD paper, Table 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import time
 from pathlib import Path
 
-from dgm.cli import main as dgm_main
+from cli_runs import budget_arguments, train_then_eval
+
 from dgm.runs import read_metrics
 
 RECIPES = {
@@ -36,37 +34,21 @@ RECIPES = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("recipe", choices=sorted(RECIPES))
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    p.add_argument("--out", help="run folder (default bench/out/mnist8-RECIPE)")
-    p.add_argument("--minutes", type=float, default=25.0, help="training time budget (time_limit)")
+    budget_arguments(p)
     p.add_argument("--k", type=int, default=1000, help="importance samples for the VAE's IWAE_k")
     p.add_argument("--n-examples", type=int, default=2000, help="test images for the VAE (strided)")
-    p.add_argument("--skip-train", action="store_true", help="evaluate an existing --out run")
     args = p.parse_args()
     model, options = RECIPES[args.recipe]
     out = Path(args.out or f"bench/out/mnist8-{args.recipe}")
-    command = ["train", model, "--data", "mnist", "--data-dir", args.data_dir, "--out", str(out),
-               "--epochs", "1000", "--no-progress", *options, f"time_limit={args.minutes}"]
-    print("dgm " + " ".join(command), flush=True)
-    if not args.skip_train:
-        t0 = time.perf_counter()
-        if dgm_main(command):
-            raise SystemExit(1)
-        print(f"training wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    train = ["train", model, "--data", "mnist", "--data-dir", args.data_dir, "--out", str(out), "--epochs", "1000",
+             "--no-progress", *options, f"time_limit={args.minutes}"]
     evaluate = ["eval", str(out), "--metrics", "likelihood", "--json", "--data-dir", args.data_dir]
     if model == "vae":
         evaluate += ["--k", str(args.k), "--n-examples", str(args.n_examples)]
-    print("dgm " + " ".join(evaluate), flush=True)
-    t0 = time.perf_counter()
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        if dgm_main(evaluate):
-            raise SystemExit(1)
-    result = json.loads(buffer.getvalue())
+    result = train_then_eval(train, evaluate, args.skip_train)
     metrics = read_metrics(out)
     result.update(recipe=args.recipe, epochs=max((r.get("epoch", 0) for r in metrics), default=0),
-                  train_seconds=max((r.get("time", 0) for r in metrics), default=0),
-                  train_minutes_limit=args.minutes, eval_seconds=round(time.perf_counter() - t0, 1))
+                  train_seconds=max((r.get("time", 0) for r in metrics), default=0), train_minutes_limit=args.minutes)
     print(json.dumps(result), flush=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
 

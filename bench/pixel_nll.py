@@ -11,16 +11,13 @@ Diagonal BiLSTM 79.20 nats.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import time
 from pathlib import Path
 
 import torch
+from cli_runs import budget_arguments, train_then_eval
 
 import dgm
-from dgm.cli import main as dgm_main
 from dgm.runs import load_data, read_config, read_metrics
 from dgm.viz import completions, save_grid
 
@@ -36,31 +33,16 @@ PUBLISHED = {"pixelcnn": 81.30, "gated-pixelcnn": 80.10}
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=sorted(RECIPES))
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    p.add_argument("--out", help="run folder (default bench/out/MODEL-nll)")
-    p.add_argument("--minutes", type=float, default=25.0, help="training time budget (time_limit)")
+    budget_arguments(p)
     p.add_argument("--images", default="docs/images", help="where the sample and completion PNGs go")
-    p.add_argument("--skip-train", action="store_true", help="evaluate an existing --out run")
     args = p.parse_args()
     out = Path(args.out or f"bench/out/{args.model}-nll")
-    command = ["train", args.model, "--data", "binarized-mnist", "--data-dir", args.data_dir, "--out", str(out),
-               "--epochs", "1000", "--no-progress", *RECIPES[args.model], f"time_limit={args.minutes}"]
-    print("dgm " + " ".join(command), flush=True)
-    if not args.skip_train:
-        t0 = time.perf_counter()
-        if dgm_main(command):
-            raise SystemExit(1)
-        print(f"training wall time {time.perf_counter() - t0:.0f} s", flush=True)
-
-    t0 = time.perf_counter()
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        if dgm_main(["eval", str(out), "--json", "--data-dir", args.data_dir]):
-            raise SystemExit(1)
-    result = json.loads(buffer.getvalue())
+    train = ["train", args.model, "--data", "binarized-mnist", "--data-dir", args.data_dir, "--out", str(out),
+             "--epochs", "1000", "--no-progress", *RECIPES[args.model], f"time_limit={args.minutes}"]
+    result = train_then_eval(train, ["eval", str(out), "--json", "--data-dir", args.data_dir], args.skip_train)
     epochs = max((r.get("epoch", 0) for r in read_metrics(out)), default=0)
     result.update(model=args.model, nll=-result["log_likelihood"], published=PUBLISHED[args.model], epochs=epochs,
-                  train_minutes_limit=args.minutes, eval_seconds=round(time.perf_counter() - t0, 1))
+                  train_minutes_limit=args.minutes)
     print(json.dumps(result), flush=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
 
