@@ -93,7 +93,7 @@ def ours(data_dir: Path, steps: int, precision: str = "fp32") -> float:
 
     from dgm.data import Dataset, Split, load_dataset
     from dgm.models import create_model
-    from dgm.train import TrainConfig, Trainer
+    from dgm.training import TrainConfig, Trainer
 
     mnist = load_dataset("mnist", data_dir=data_dir)
 

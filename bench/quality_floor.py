@@ -12,8 +12,8 @@ import argparse
 import time
 
 from dgm.data import load_dataset
-from dgm.evaluate.features import SHIPPED, load_feature_net
-from dgm.evaluate.quality import reference_floor
+from dgm.evaluation.features import SHIPPED, load_feature_net
+from dgm.evaluation.quality import reference_floor
 from dgm.viz.report import COLUMNS, fmt, markdown_table
 
 if __name__ == "__main__":

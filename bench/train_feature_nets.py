@@ -1,4 +1,4 @@
-"""Train the feature networks that ship in src/dgm/evaluate/weights/ (seeded, deterministic on CPU).
+"""Train the feature networks that ship in src/dgm/evaluation/weights/ (seeded, deterministic on CPU).
 
     OMP_NUM_THREADS=1 python bench/train_feature_nets.py [--data-dir ../shared/data] [--only digits|mnist]
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dgm.data import load_dataset
-from dgm.evaluate.features import WEIGHTS_DIR, DigitNet, save_feature_net
+from dgm.evaluation.features import WEIGHTS_DIR, DigitNet, save_feature_net
 
 RECIPES = {
     "digits": dict(dataset="digits", channels=(32, 64), epochs=60, batch_size=64, lr=2e-3, binarize_half=False),

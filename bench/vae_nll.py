@@ -16,7 +16,7 @@ import torch
 
 import dgm
 from dgm.cli import main as dgm_main
-from dgm.evaluate import strided_subset
+from dgm.evaluation import strided_subset
 from dgm.runs import load_data, read_config
 
 # The VampPrior paper's "standard VAE": gated MLP 300-300, 40 latents, warm-up 100 epochs,

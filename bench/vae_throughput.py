@@ -79,7 +79,7 @@ def ours(data_dir: Path, epochs: int) -> dict:
 
     from dgm.data import load_dataset
     from dgm.models import create_model
-    from dgm.train import TrainConfig, Trainer
+    from dgm.training import TrainConfig, Trainer
 
     ds = load_dataset("mnist", data_dir=data_dir)
     torch.manual_seed(1)

@@ -6,10 +6,11 @@ import typing
 
 import pytest
 
-from dgm.cli import RESERVED, main
+from dgm.api import RESERVED
+from dgm.cli import main
 from dgm.config import rule_of
 from dgm.models import model_entries
-from dgm.train import TrainConfig
+from dgm.training import TrainConfig
 
 
 def bad_values(config_cls: type, name: str) -> list[str]:

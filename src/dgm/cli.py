@@ -8,188 +8,52 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from dgm.errors import DgmError, Interrupted
 
-RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
 
-
-def _parse_overrides(pairs: list[str], model_cls_cfg: type | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split key=value pairs into (model config values, train config values), typed by their fields.
-
-    With model_cls_cfg None (resuming) only training fields may change."""
-    from dgm.config import parse_value
-    from dgm.models import config_fields
-    from dgm.train import TrainConfig
-
-    model_fields = {k: f for k, f in config_fields(model_cls_cfg).items() if k not in RESERVED} if model_cls_cfg else {}
-    train_fields = config_fields(TrainConfig)
-    model_values: dict[str, Any] = {}
-    train_values: dict[str, Any] = {}
+def _options(pairs: list[str]) -> dict[str, str]:
+    """key=value pairs as {key: text}; keys may use - for _."""
+    out = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise DgmError(f"cannot read '{pair}'; options are written key=value, e.g. latent_dim=2")
-        if key in model_fields:
-            model_values[key] = parse_value(model_cls_cfg, key, text)
-        elif key in train_fields:
-            train_values[key] = parse_value(TrainConfig, key, text)
-        else:
-            known = ", ".join(sorted(model_fields) + sorted(train_fields))
-            what = "this model takes" if model_cls_cfg else "a resumed run can change only training options"
-            raise DgmError(f"unknown option '{key}'; {what}: {known}")
-    return model_values, train_values
+        out[key] = text
+    return out
 
 
-def _free_run_dir(model: str, data: str) -> Path:
-    base = Path("runs") / f"{model}-{data.replace(':', '_').replace('/', '_')}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    return path
+def _typed_options(args, config_cls: type | None) -> dict[str, Any]:
+    """The key=value options read as the fields they set declare, then the training flags on top
+    (--epochs N alone means N epochs: steps back to 0), each checked."""
+    from dgm.api import split_options
 
-
-def _sample_picture(model, dataset, path: Path) -> Path:
-    """samples.png: a grid of 64 images from fixed noise, or 2,500 points over the true modes."""
-    from dgm import viz
-
-    if dataset.mixture is not None:
-        return viz.samples(model, path, n=2500, centres=dataset.mixture[0])
-    return viz.samples(model, path)
-
-
-def _picture_callback(run_dir: Path, dataset, epochs: float):
-    """Write samples.png from fixed noise about ten times during training, so progress is visible."""
-    every = max(1, math.ceil(epochs / 10))
-
-    def callback(trainer) -> None:
-        if trainer.is_writer and (trainer.epoch % every == 0):
-            _sample_picture(trainer.model, dataset, run_dir / "samples.png")
-
-    return callback
-
-
-def _final_pictures(model, dataset, run_dir: Path) -> list[Path]:
-    import torch
-
-    from dgm import viz
-    from dgm.runs import read_metrics
-
-    device = next(model.parameters()).device
-    model.eval()
-    paths = [_sample_picture(model, dataset, run_dir / "samples.png")]
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        x = dataset.to_float(dataset.test.x[torch.linspace(0, len(dataset.test) - 1, 32).long()].to(device))
-        paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png"))
-    curves = viz.loss_curves(read_metrics(run_dir), run_dir / "losses.png")
-    return paths + ([curves] if curves else [])
-
-
-def _train(model, dataset, cfg, run_dir: Path, resume: bool, on_checkpoint=None) -> None:
-    from dgm.train import Trainer
-    from dgm.train.trainer import CHECKPOINT
-
-    if tuple(dataset.shape) != tuple(model.cfg.data_shape):
-        raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
-                       f"'{dataset.name}' has {tuple(dataset.shape)}")
-    trainer = Trainer(model, dataset, cfg, out_dir=run_dir, on_checkpoint=[on_checkpoint] if on_checkpoint else [])
-    trainer.callbacks.append(_picture_callback(run_dir, dataset, trainer.total_steps / trainer.steps_per_epoch))
-    summary = trainer.fit(resume_from=run_dir / CHECKPOINT if resume else None)
-    if trainer.is_writer:
-        import dgm
-
-        best = dgm.load(run_dir, device=trainer.device)
-        paths = _final_pictures(best, dataset, run_dir)
-        note = f" (stopped by {summary['stop_reason'].replace('_', ' ')})" if summary["stop_reason"] else ""
-        metric = (f", best valid {cfg.monitor} {summary['best_metric']:.4f} at step {summary['best_step']}"
-                  if math.isfinite(summary["best_metric"]) else "")
-        print(f"trained {summary['epochs']:.0f} epochs, {summary['steps']} steps in {summary['seconds']:.1f} s"
-              f"{note}{metric}\nrun folder: {run_dir}\npictures: {', '.join(p.name for p in paths)}")
-    from dgm.train.distributed import shutdown
-
-    shutdown()
-
-
-def _train_values(args, values: dict[str, Any]) -> dict[str, Any]:
-    """Training options from key=value pairs and the flags (--epochs N alone means: train N epochs)."""
-    if args.epochs is not None:
-        values.update(epochs=args.epochs, steps=values.get("steps", 0))
-    for key in ("steps", "seed", "device", "batch_size"):
-        if getattr(args, key, None) is not None:
-            values[key] = getattr(args, key)
+    model_values, train_values = split_options(config_cls, _options(args.options), parse=True)
+    flags = {key: getattr(args, key) for key in ("epochs", "steps", "seed", "device", "batch_size")
+             if getattr(args, key, None) is not None}
+    if "epochs" in flags and "steps" not in flags and "steps" not in train_values:
+        flags["steps"] = 0
     if args.no_progress:
-        values["progress"] = False
-    return values
+        flags["progress"] = False
+    return {**model_values, **train_values, **split_options(config_cls, flags)[1]}
 
 
 def cmd_train(args) -> None:
-    import shutil
+    from dgm.api import train
+    from dgm.models import get_entry
 
-    import torch
-
-    from dgm.data import load_dataset
-    from dgm.models import build_config, get_entry
-    from dgm.runs import model_values_for, write_config
-    from dgm.train import TrainConfig
-    from dgm.train.distributed import world
-    from dgm.train.trainer import CHECKPOINT
-
-    entry = get_entry(args.model)
-    model_values, train_values = _parse_overrides(args.options, entry.config_cls)
-    cfg = build_config(TrainConfig, _train_values(args, train_values))
-    if cfg.epochs < 1 and cfg.steps < 1:
-        raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
-    dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
-    run_dir = Path(args.out) if args.out else _free_run_dir(args.model, args.data)
-    if world()[0] == 0 and (run_dir / CHECKPOINT).exists():  # a folder whose training never checkpointed is reused
-        raise DgmError(f"{run_dir} already holds a run; continue it with `dgm resume {run_dir}` "
-                       "or choose another --out")
-    torch.manual_seed(cfg.seed)
-    model = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
-                                                            "name": args.model}))
-    created = not run_dir.exists()
-    try:
-        if world()[0] == 0:
-            data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # so eval works from anywhere
-            write_config(run_dir, model, {"name": args.data, "binarize": args.binarize, "data_dir": data_dir}, cfg)
-        _train(model, dataset, cfg, run_dir, resume=False)
-    except BaseException as e:  # a run that never reached its first checkpoint leaves nothing behind
-        if created and world()[0] == 0 and not (run_dir / CHECKPOINT).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if isinstance(e, (Interrupted, KeyboardInterrupt)):
-                raise Interrupted(f"interrupted before the first checkpoint; {run_dir} was removed, so the same "
-                                  "`dgm train` command starts it again") from None
-        raise
+    options = _typed_options(args, get_entry(args.model).config_cls)
+    train(args.model, data=args.data, out=args.out, data_dir=args.data_dir, binarize=args.binarize, **options)
 
 
 def cmd_resume(args) -> None:
-    from dataclasses import asdict
+    from dgm.api import resume
 
-    from dgm.models import build_config
-    from dgm.runs import build_model, load_data, read_config, train_config, write_config
-    from dgm.train import TrainConfig
-    from dgm.train.trainer import CHECKPOINT
-
-    run_dir = Path(args.run)
-    config = read_config(run_dir)
-    if not (run_dir / CHECKPOINT).is_file():
-        raise DgmError(f"{run_dir} has no checkpoint.safetensors to resume from (its training never reached one); "
-                       f"start it again with `dgm train ... --out {run_dir}`")
-    _, train_values = _parse_overrides(args.options, None)
-    cfg = build_config(TrainConfig, {**asdict(train_config(config)), **_train_values(args, train_values)})
-    if cfg.epochs < 1 and cfg.steps < 1:
-        raise DgmError("give at least one epoch (--epochs N) or step (--steps N)")
-    dataset = load_data(config, args.data_dir)
-    model = build_model(config)
-    # the changed options reach config.json with the first checkpoint trained with them, never before
-    _train(model, dataset, cfg, run_dir, resume=True,
-           on_checkpoint=lambda trainer: write_config(run_dir, model, config["data"], cfg))
+    resume(args.run, data_dir=args.data_dir, **_typed_options(args, None))
 
 
 def cmd_sample(args) -> None:
@@ -210,53 +74,15 @@ def cmd_sample(args) -> None:
         print(out)
         return
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
-    if args.n < 1:
-        raise DgmError(f"--n must be at least 1, got {args.n}")
     viz.samples(model, out, n=args.n, seed=args.seed, y=args.label)
     print(out)
 
 
-EVAL_METRICS = ("likelihood", "modes", "fid", "kid", "inception_score", "precision_recall", "diversity",
-                "memorisation", "critic")  # the last seven: dgm.evaluate.quality.METRICS
-EVAL_FILE = "eval.json"
-
-
-def _evaluate(model, dataset, metrics: list[str] | None, split: str = "test", k: int = 1000,
-              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
-              progress: bool = True) -> dict[str, Any]:
-    """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
-    from dgm.evaluate import likelihood_metrics, mode_metrics, sample_quality
-    from dgm.evaluate.quality import METRICS as SAMPLE_METRICS
-
-    chosen = metrics or list(EVAL_METRICS)
-    results: dict[str, Any] = {}
-    if "likelihood" in chosen:
-        found = likelihood_metrics(model, dataset, split, k=k, n_examples=n_examples, seed=seed, progress=progress)
-        if metrics and not found:
-            raise DgmError(f"{type(model).__name__} has no elbo()/iwae() or log_prob(), so it has no likelihood")
-        results.update(found)
-    if "modes" in chosen:
-        found = mode_metrics(model, dataset, seed=seed)
-        if metrics and not found:
-            raise DgmError(f"mode coverage needs a toy 2-D mixture dataset (ring8, grid25), not '{dataset.name}'")
-        results.update(found)
-    sample_names = [m for m in chosen if m in SAMPLE_METRICS]
-    if sample_names:
-        found = sample_quality(model, dataset, sample_names, n_samples=n_samples, seed=seed, progress=progress)
-        if metrics and not found:
-            raise DgmError(f"sample-quality metrics ({', '.join(sample_names)}) need image samples, and this run has none")
-        results.update(found)
-    return results
-
-
 def _parse_metrics(text: str | None) -> list[str] | None:
+    """--metrics a,b as a list (the names are checked by dgm.api.evaluate)."""
     if text is None:
         return None
-    names = [m.strip().replace("-", "_") for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in EVAL_METRICS]
-    if unknown or not names:
-        raise DgmError(f"unknown metric '{unknown[0] if unknown else text}'; choose from {', '.join(EVAL_METRICS)}")
-    return names
+    return [m.strip().replace("-", "_") for m in text.split(",") if m.strip()]
 
 
 def _print_results(results: dict[str, Any]) -> None:
@@ -276,80 +102,20 @@ def _print_results(results: dict[str, Any]) -> None:
 
 
 def cmd_eval(args) -> None:
-    import dgm
-    from dgm.runs import load_data, read_config
+    from dgm.api import evaluate
 
-    metrics = _parse_metrics(args.metrics)
-    run_dir = Path(args.run)
-    config = read_config(run_dir)
-    model = dgm.load(args.run)
-    if args.data:
-        from dgm.data import load_dataset
-
-        dataset = load_dataset(args.data, data_dir=args.data_dir)
-        if tuple(dataset.shape) != tuple(model.cfg.data_shape):
-            raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
-                           f"'{args.data}' has {tuple(dataset.shape)}")
-    else:
-        dataset = load_data(config, args.data_dir)
-    results: dict[str, Any] = {"run": str(args.run), "split": args.split}
-    results.update(_evaluate(model, dataset, metrics, args.split, k=args.k, n_examples=args.n_examples,
-                             n_samples=args.n_samples, seed=args.seed, progress=not args.json))
-    if not args.data:  # cache for `dgm report` and `dgm compare`, merged with earlier scores of the same weights
-        results = _save_scores(run_dir, results)
-    results.pop(FINGERPRINT, None)
-    if not results.get("reference"):
-        results.pop("reference", None)
+    results = evaluate(args.run, _parse_metrics(args.metrics), split=args.split, k=args.k,
+                       n_examples=args.n_examples, n_samples=args.n_samples, seed=args.seed, data=args.data,
+                       data_dir=args.data_dir, progress=not args.json)
     if args.json:
         print(json.dumps(results))
     else:
         _print_results(results)
 
 
-FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
-
-
-def _read_eval(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / EVAL_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DgmError(f"{path} is corrupt; delete it and run `dgm eval {run_dir}` again") from None
-
-
-def _scores(run_dir: Path) -> tuple[dict[str, Any], bool]:
-    """(RUN/eval.json, whether its scores are of weights since replaced: trained further, resumed, retrained)."""
-    from dgm.runs import weights_fingerprint
-
-    scores = _read_eval(run_dir)
-    return scores, bool(scores) and scores.get(FINGERPRINT) != weights_fingerprint(run_dir)
-
-
-def _save_scores(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """Write results to RUN/eval.json with the fingerprint of the weights they score, merged with the
-    scores already there when those are of the same weights; returns what was written."""
-    from dgm.io import atomic_write_json
-    from dgm.runs import weights_fingerprint
-
-    fingerprint = weights_fingerprint(run_dir)
-    cached = _read_eval(run_dir)
-    if cached.get(FINGERPRINT) == fingerprint:
-        reference = {**cached.get("reference", {}), **results.get("reference", {})}
-        results = {**cached, **{k: v for k, v in results.items() if k != "reference"}, "reference": reference}
-    results = {**results, FINGERPRINT: fingerprint}
-    atomic_write_json(run_dir / EVAL_FILE, results)
-    return results
-
-
-def _stale_note(run_dir) -> str:
-    return (f"the scores in {run_dir}/{EVAL_FILE} are of weights since replaced (the run trained further); "
-            f"rescore with `dgm eval {run_dir}`")
-
-
 def cmd_report(args) -> None:
     import dgm
+    from dgm.api import EVAL_FILE, evaluate, scores_and_staleness, stale_note
     from dgm.runs import load_data, read_config, read_metrics
     from dgm.viz.report import write_report
 
@@ -357,32 +123,33 @@ def cmd_report(args) -> None:
     config = read_config(run_dir)
     model = dgm.load(run_dir)
     dataset = load_data(config, args.data_dir)
-    metrics, stale = _scores(run_dir)
+    metrics, stale = scores_and_staleness(run_dir)
     if stale:
-        print(f"dgm: note: {_stale_note(run_dir)}" + ("; the report leaves them out" if args.no_eval else ""),
+        print(f"dgm: note: {stale_note(run_dir)}" + ("; the report leaves them out" if args.no_eval else ""),
               file=sys.stderr)
         metrics = {}
     if not metrics and not args.no_eval:
         print(f"{run_dir} has no current {EVAL_FILE}; computing the default metrics (likelihood on 1,000 test "
               f"images, k=100) first and saving them there", file=sys.stderr)
-        metrics = _save_scores(run_dir, {"run": str(run_dir), "split": "test", **_evaluate(
-            model, dataset, None, k=100, n_examples=1000, seed=args.seed, progress=True)})
+        evaluate(run_dir, k=100, n_examples=1000, seed=args.seed, data_dir=args.data_dir)
+        metrics = scores_and_staleness(run_dir)[0]
     path = write_report(run_dir, model, dataset, config, read_metrics(run_dir), metrics or None, seed=args.seed)
     print(path)
 
 
 def cmd_compare(args) -> None:
+    from dgm.api import EVAL_FILE, scores_and_staleness, stale_note
     from dgm.runs import read_config
     from dgm.viz.report import leaderboard, markdown_table
 
     entries = []
     for run in args.runs:
         config = read_config(Path(run))
-        metrics, stale = _scores(Path(run))
+        metrics, stale = scores_and_staleness(Path(run))
         if not metrics:
             raise DgmError(f"{run} has no {EVAL_FILE}; score it first with `dgm eval {run}`")
         if stale:
-            print(f"dgm: note: {_stale_note(run)}; its row is marked (stale)", file=sys.stderr)
+            print(f"dgm: note: {stale_note(run)}; its row is marked (stale)", file=sys.stderr)
         entries.append((Path(run).name + (" (stale)" if stale else ""), config, metrics))
     header, rows = leaderboard(entries)
     if args.markdown:
@@ -517,7 +284,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run", help="the run folder")
-    e.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(EVAL_METRICS)} (default: all the model "
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, modes, fid, kid, inception_score, "
+                                     "precision_recall, diversity, memorisation, critic (default: all the model "
                                      "supports)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split for likelihoods")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")

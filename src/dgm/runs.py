@@ -21,7 +21,7 @@ from dgm import io
 from dgm.data import Dataset, load_dataset
 from dgm.errors import DgmError
 from dgm.models import build_config, get_entry
-from dgm.train.trainer import CHECKPOINT, METRICS, WEIGHTS, TrainConfig
+from dgm.training.trainer import CHECKPOINT, METRICS, WEIGHTS, TrainConfig
 
 CONFIG = "config.json"
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dgm.data import load_dataset
-from dgm.evaluate import likelihood_metrics
+from dgm.evaluation import likelihood_metrics
 
 
 class _Gaussian2D(nn.Module):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from dgm.data import load_dataset
-from dgm.evaluate import quality
-from dgm.evaluate.features import SHIPPED, feature_net_for, load_feature_net
+from dgm.evaluation import quality
+from dgm.evaluation.features import SHIPPED, feature_net_for, load_feature_net
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_independent_critic_estimate_is_larger_for_a_shifted_distribution(digits
 
 
 def test_shipped_feature_nets_load_from_the_package_without_a_download(monkeypatch):
-    import dgm.evaluate.features as features
+    import dgm.evaluation.features as features
 
     def no_download(*args, **kwargs):
         raise AssertionError("a download was attempted")

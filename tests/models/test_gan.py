@@ -10,7 +10,7 @@ from dgm.cli import main
 from dgm.data import Dataset, Split, load_dataset
 from dgm.data.toy import TOY_MIXTURES
 from dgm.errors import DgmError
-from dgm.evaluate.modes import mode_coverage
+from dgm.evaluation.modes import mode_coverage
 from dgm.io import load_tensors
 from dgm.models import create_model
 from dgm.models.gan import (
@@ -20,8 +20,8 @@ from dgm.models.gan import (
     non_saturating_generator_loss,
     vector_arithmetic,
 )
-from dgm.train import TrainConfig, Trainer
-from dgm.train.trainer import CHECKPOINT, METRICS
+from dgm.training import TrainConfig, Trainer
+from dgm.training.trainer import CHECKPOINT, METRICS
 
 
 class Shift(nn.Module):

@@ -173,7 +173,7 @@ def test_8bit_vae_reports_log_probabilities(options):
     """A VAE trained on nearly constant 8-bit images (where a learned density spikes far above 1)
     reports log_likelihood <= 0 and bits_per_dim >= 0 for every likelihood."""
     from dgm.data import Dataset, Split
-    from dgm.evaluate import likelihood_metrics
+    from dgm.evaluation import likelihood_metrics
 
     g = torch.Generator().manual_seed(0)
     def split(n):

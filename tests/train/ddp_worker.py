@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import LinearAutoencoder, tiny_dataset  # noqa: E402
 
 from dgm.io import save_tensors  # noqa: E402
-from dgm.train import TrainConfig, Trainer  # noqa: E402
-from dgm.train.distributed import shutdown  # noqa: E402
+from dgm.training import TrainConfig, Trainer  # noqa: E402
+from dgm.training.distributed import shutdown  # noqa: E402
 
 torch.manual_seed(0)
 model = LinearAutoencoder()

@@ -13,8 +13,8 @@ from helpers import LinearAutoencoder, tiny_dataset
 from dgm.errors import DgmError, DivergenceError
 from dgm.io import load_tensors
 from dgm.models import create_model
-from dgm.train import TrainConfig, Trainer
-from dgm.train.trainer import CHECKPOINT, METRICS, WEIGHTS
+from dgm.training import TrainConfig, Trainer
+from dgm.training.trainer import CHECKPOINT, METRICS, WEIGHTS
 
 HERE = Path(__file__).parent
 

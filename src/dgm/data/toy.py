@@ -1,4 +1,4 @@
-"""Toy 2-D Gaussian mixtures for mode coverage (the VEEGAN / PacGAN protocol, see dgm.evaluate.modes).
+"""Toy 2-D Gaussian mixtures for mode coverage (the VEEGAN / PacGAN protocol, see dgm.evaluation.modes).
 
 `ring8`: 8 Gaussians evenly spaced on the unit circle, sd 0.01.
 `grid25`: 25 Gaussians at {-4, -2, 0, 2, 4}^2, sd 0.05.

@@ -105,7 +105,7 @@ def nearest_neighbours(model: nn.Module, train_x: torch.Tensor, path: Path, n: i
     s = model.sample(n, generator=g).cpu()
     if s.dim() != 4:
         raise DgmError("nearest neighbours are drawn for image samples only")
-    from dgm.evaluate.quality import nearest_distances
+    from dgm.evaluation.quality import nearest_distances
 
     idx = nearest_distances(s, train_x, k)[1]  # [n, k]
     rows = torch.cat([torch.cat([s[i : i + 1], train_x[idx[i]]]) for i in range(n)])

@@ -28,7 +28,7 @@ from dgm import io
 from dgm.config import Checked, choice, number, numbers, parse_minutes, text
 from dgm.data import Dataset
 from dgm.errors import DgmError, DivergenceError, Interrupted
-from dgm.train import distributed as ddp
+from dgm.training import distributed as ddp
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"

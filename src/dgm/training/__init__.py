@@ -1,4 +1,4 @@
 """The trainer: one loop for every model family (see trainer.py)."""
-from dgm.train.trainer import TrainConfig, Trainer
+from dgm.training.trainer import TrainConfig, Trainer
 
 __all__ = ["TrainConfig", "Trainer"]

@@ -224,7 +224,7 @@ def independent_critic(real_fit: torch.Tensor, fake_fit: torch.Tensor, real_eval
 
 
 def _strided(x: torch.Tensor, n: int) -> torch.Tensor:
-    from dgm.evaluate.likelihood import strided_subset
+    from dgm.evaluation.likelihood import strided_subset
 
     return x[strided_subset(len(x), n)]
 
@@ -277,7 +277,7 @@ def score_images(x: torch.Tensor, real: dict, metrics: list[str], seed: int = 0,
 def _real_sets(dataset, metrics: list[str], n: int, max_train: int = 10000) -> dict:
     """Real images and features every score compares against: training images (features of a strided
     subset of at most max_train), n test images, n valid images for the critic."""
-    from dgm.evaluate.features import feature_net_for
+    from dgm.evaluation.features import feature_net_for
 
     real: dict = {"train": dataset.to_float(dataset.train.x), "test": dataset.to_float(_strided(dataset.test.x, n))}
     if NEED_FEATURES & set(metrics):
