@@ -159,7 +159,7 @@ def _fit(model, dataset, cfg, run_dir: Path, resume: bool, on_checkpoint=None, q
     if trainer.is_writer:
         paths = final_pictures(load(run_dir, device=trainer.device), dataset, run_dir)
         note = f" (stopped by {summary['stop_reason'].replace('_', ' ')})" if summary["stop_reason"] else ""
-        metric = (f", best valid {cfg.monitor} {summary['best_metric']:.4f} at step {summary['best_step']}"
+        metric = (f", best valid {summary['monitor']} {summary['best_metric']:.4f} at step {summary['best_step']}"
                   if math.isfinite(summary["best_metric"]) else "")
         if not quiet:
             print(f"trained {summary['epochs']:.0f} epochs, {summary['steps']} steps in {summary['seconds']:.1f} s"

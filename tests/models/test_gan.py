@@ -338,3 +338,64 @@ def test_packed_gradient_penalty_shares_one_mixing_weight_per_pack():
     x_hat = critic_inputs[-1]
     eps = ((x_hat - fake) / (x - fake)).reshape(4, 4)
     assert torch.allclose(eps, eps[:, :1].expand(-1, 4), atol=1e-5)
+
+
+def test_generator_ema_is_the_closed_form_moving_average_and_what_samples_use():
+    """After T generator steps, average_T = d^T g_0 + (1 - d) sum_t d^(T - t) g_t over G's weights g_t."""
+    decay, steps = 0.8, 6
+    model = create_model("gan", {"data_shape": (2,), "levels": 0, "latent_dim": 2, "hidden_dims": (8,),
+                                 "g_ema": decay})
+    optimizers = model.optimizers(TrainConfig())
+    history = [[p.detach().clone() for p in model.generator.parameters()]]
+    for step in range(steps):
+        model.train_step((torch.randn(32, 2), None), optimizers, step)
+        history.append([p.detach().clone() for p in model.generator.parameters()])
+    for i, average in enumerate(model.generator_ema.parameters()):
+        expected = decay ** steps * history[0][i] + sum(
+            (1 - decay) * decay ** (steps - t) * history[t][i] for t in range(1, steps + 1))
+        torch.testing.assert_close(average, expected, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(average, history[-1][i])  # the average lags the trained weights
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.generator_ema(z)
+    torch.testing.assert_close(model.sample(5, generator=torch.Generator().manual_seed(0)), expected)
+    assert any(k.startswith("generator_ema.") for k in model.state_dict())  # saved and resumed with the model
+
+
+def test_gan_keeps_the_weights_of_its_best_validation_fid(tmp_path, monkeypatch):
+    """A run whose FID worsens after an early best keeps the early weights in model.safetensors."""
+    from dgm.evaluation import quality
+    from dgm.io import load_tensors
+
+    scripted = iter([50.0, 30.0, 90.0, 120.0])
+    monkeypatch.setattr(quality.ValidationFID, "__call__", lambda self, model: next(scripted))
+    dataset = load_dataset("digits")
+    model = create_model("dcgan", {"data_shape": (1, 8, 8), "levels": 17, "base_channels": 8, "latent_dim": 4})
+    seen = []
+    trainer = Trainer(model, dataset, TrainConfig(epochs=4, batch_size=256, progress=False), out_dir=tmp_path)
+    trainer.callbacks.append(lambda t: seen.append({k: v.clone() for k, v in t.model.state_dict().items()}))
+    summary = trainer.fit()
+    assert trainer.monitor == "fid" and summary["best_metric"] == 30.0
+    assert [json.loads(line)["valid/fid"] for line in open(tmp_path / METRICS)] == [50.0, 30.0, 90.0, 120.0]
+    saved = load_tensors(tmp_path / "model.safetensors")[0]
+    assert all(torch.equal(saved[k], seen[1][k]) for k in saved)  # the second epoch's weights
+    assert not all(torch.equal(saved[k], seen[-1][k]) for k in saved)
+
+
+def test_validation_fid_is_lower_for_real_images_than_for_noise():
+    from dgm.evaluation.quality import ValidationFID
+
+    dataset = load_dataset("digits")
+    monitor = ValidationFID(dataset, n=150)
+
+    class Sampler(nn.Module):
+        def __init__(self, images):
+            super().__init__()
+            self.images, self.w = images, nn.Parameter(torch.zeros(1))
+
+        def sample(self, n, generator=None):
+            return self.images[:n]
+
+    real = Sampler(dataset.to_float(dataset.test.x))
+    noise = Sampler(torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    assert 0 <= monitor(real) < 0.2 * monitor(noise)

@@ -336,3 +336,34 @@ def sample_quality(model: nn.Module, dataset, metrics: list[str] | None = None, 
             out["feature_net"] = real["feature_net"]
         out["reference"] = score_images(real["test"], real, metrics, seed, bar)
     return out
+
+
+class ValidationFID:
+    """The model-selection signal for image generators without a validation loss (GANs): FID of n samples
+    from fixed noise against the validation split's features, with the dataset's feature network
+    (`feature_net_for`). The same noise every call, so two calls differ only by the weights."""
+
+    def __init__(self, dataset, n: int = 500, seed: int = 0, max_real: int = 10000):
+        from dgm.evaluation.features import feature_net_for
+
+        self.net, self.feature_net = feature_net_for(dataset.name)
+        self.n, self.seed = n, seed
+        self.real = extract(self.net, dataset.to_float(_strided(dataset.valid.x, max_real)))[0]
+
+    @staticmethod
+    def available(model: nn.Module, dataset) -> bool:
+        """Whether the model samples images of a dataset that has a validation split and a feature network."""
+        from dgm.evaluation.features import feature_net_for
+
+        if not callable(getattr(model, "sample", None)) or dataset.levels == 0 or len(dataset.shape) != 3:
+            return False
+        if len(dataset.valid) < 2:
+            return False
+        try:
+            feature_net_for(dataset.name)
+        except DgmError:
+            return False
+        return True
+
+    def __call__(self, model: nn.Module) -> float:
+        return fid(self.real, extract(self.net, _samples(model, self.n, self.seed, progress=False))[0])

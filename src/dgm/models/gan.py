@@ -30,6 +30,7 @@ Conventions a user must know:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from torch import nn
 from dgm.config import choice, number, numbers
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, class_labels, register_model
-from dgm.nn import MLP
+from dgm.nn import MLP, ema_update
 
 OBJECTIVES = ("gan", "wasserstein", "least_squares")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
@@ -145,6 +146,8 @@ class GANConfig(ModelConfig):
     g_lr: float = number(2e-4, min=0)  # 0 freezes G (as the density-ratio experiment of the tests does)
     d_lr: float = number(2e-4, min=0)
     betas: tuple[float, float] = numbers((0.5, 0.999), min=0, below=1, length=2)  # Adam's; unused by RMSprop
+    g_ema: float = number(0.0, min=0, below=1)  # decay of an exponential moving average of G's weights, updated
+    # after every generator step (0.999 is StudioGAN's practice); when set, samples and evaluation use the average
 
 
 @dataclass
@@ -292,6 +295,8 @@ class GAN(nn.Module):
             for m in self.discriminator.modules():
                 if isinstance(m, nn.LeakyReLU):
                     m.negative_slope = 0.2  # DCGAN's slope; the shared MLP builds PyTorch's default 0.01
+        # the moving average of G's weights (saved with the model, so resume and dgm.load keep it)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if cfg.g_ema > 0 else None
 
     # --- the model's parts -------------------------------------------------------------------------
     @property
@@ -302,11 +307,11 @@ class GAN(nn.Module):
         """Class labels [n] for a conditional model: y as given (an int or [n]), or 0, 1, ..., K-1, 0, ... when None."""
         return class_labels(y, n, self.cfg.num_classes, device) if self.conditional else None
 
-    def _generator(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """G(z[, y]) in data space, in whatever mode the generator is in."""
+    def _generator(self, z: torch.Tensor, y: torch.Tensor | None, net: nn.Module | None = None) -> torch.Tensor:
+        """G(z[, y]) in data space (with `net`, default the trained G), in whatever mode it is in."""
         if self.conditional:
             z = torch.cat([z, F.one_hot(y, self.cfg.num_classes).to(z.dtype)], dim=1)
-        return self.generator(z)
+        return (net or self.generator)(z)
 
     def critic(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(D's raw real/fake output [B / pack], a logit for objective=gan; AC-GAN's class logits [B, K], else None).
@@ -417,6 +422,8 @@ class GAN(nn.Module):
             opt_g.step()
         finally:
             self.discriminator.requires_grad_(True)
+        if self.generator_ema is not None:
+            ema_update(self.generator_ema, self.generator, self.cfg.g_ema)
         return self._report(terms, loss_g)
 
     def _report(self, terms: dict[str, torch.Tensor], loss_g: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -436,15 +443,17 @@ class GAN(nn.Module):
 
     # --- capabilities ------------------------------------------------------------------------------
     def generate(self, z: torch.Tensor, y=None) -> torch.Tensor:
-        """G(z[, y]) in data space, with batch norm in inference mode (running statistics untouched).
+        """G(z[, y]) in data space, with batch norm in inference mode (running statistics untouched);
+        the moving average of G's weights when g_ema is set.
 
         y: labels for conditional models (an int, or [n]); None cycles through the classes."""
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.generator_ema if self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
         try:
-            return self._generator(z, self.labels(y, z.shape[0], z.device))
+            return self._generator(z, self.labels(y, z.shape[0], z.device), net)
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
 
     def sample(self, n: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z) for z ~ N(0, I): images in [0, 1] [n, C, H, W] or points [n, D]."""

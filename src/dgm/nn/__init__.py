@@ -102,3 +102,13 @@ class ConvDecoder(nn.Module):
         h = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
         out = self.deconvs(h)
         return out.reshape(*lead, *out.shape[1:])
+
+
+@torch.no_grad()
+def ema_update(average: nn.Module, live: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * live for every parameter (an exponential moving average
+    of the weights, as StudioGAN keeps of a generator); buffers such as batch-norm statistics are copied."""
+    for a, p in zip(average.parameters(), live.parameters()):
+        a.lerp_(p, 1 - decay)
+    for a, b in zip(average.buffers(), live.buffers()):
+        a.copy_(b)

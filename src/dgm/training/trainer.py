@@ -52,9 +52,12 @@ class TrainConfig(Checked):
     # minutes of training, summed over resumes, checked every 25 steps; 0 = none ('90s', '25m', '1.5h' from the CLI)
     time_limit: float = number(0.0, min=0, parse=parse_minutes,
                                described="a duration >= 0: minutes, or with a unit (90s, 25m, 1.5h)")
-    early_stopping: int = number(0, min=0)  # patience in epochs without improvement of valid `monitor`; 0 disables
-    monitor: str = text("loss", r"[A-Za-z0-9_/]+", "the name of a validation term, e.g. loss")  # minimised
-    # (early stopping, best weights)
+    early_stopping: int = number(0, min=0)  # patience in validations without improvement of `monitor`; 0: off
+    monitor: str = text("auto", r"[A-Za-z0-9_/]+", "auto or the name of a validation term, e.g. loss or fid")
+    # the validation term minimised for the best weights and early stopping; auto: the validation loss, or for a
+    # model without one that samples images (GANs) the FID of monitor_samples samples against the validation split
+    monitor_samples: int = number(500, min=10)  # samples per validation FID (monitor=fid)
+    eval_every: int = number(0, min=0)  # also validate every this many steps; 0 = at epoch ends only
     checkpoint_every: int = number(0, min=0)  # also checkpoint every this many steps; 0 = at epoch ends only
     log_every: int = number(0, min=0)  # also log train averages every this many steps; 0 = per epoch
     seed: int = number(0, min=0)
@@ -138,6 +141,22 @@ class Trainer:
         # one process keeps the last short batch; several drop it so every rank has the same count
         self.steps_per_epoch = math.ceil(n / global_batch) if self.world_size == 1 else n // global_batch
         self.total_steps = self.cfg.steps if self.cfg.steps > 0 else self.cfg.epochs * self.steps_per_epoch
+        self.monitor = self._resolve_monitor()
+        self._fid = None  # the ValidationFID, built at the first validation that needs it
+
+    def _resolve_monitor(self) -> str | None:
+        """The validation term to minimise: the configured one, or for `auto` the loss, else the samples'
+        FID for image generators without a loss; None when there is nothing to select on."""
+        from dgm.evaluation.quality import ValidationFID
+
+        has_loss = callable(getattr(self.model, "loss", None))
+        can_fid = not has_loss and ValidationFID.available(self.model, self.dataset)
+        if self.cfg.monitor == "auto":
+            return "loss" if has_loss else ("fid" if can_fid else None)
+        if self.cfg.monitor == "fid" and not has_loss and not can_fid:
+            raise DgmError("monitor=fid needs a model that samples images of a dataset with a validation split "
+                           "and a feature network (digits, MNIST, or Inception-v3 weights on disk)")
+        return self.cfg.monitor
 
     # --- one optimizer step ------------------------------------------------------------------
     def _before_optimizer_step(self, opt, args, kwargs) -> None:
@@ -192,9 +211,19 @@ class Trainer:
     # --- validation -----------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean of the model's loss terms on the validation split (full objective, fixed noise)."""
-        if not callable(getattr(self.model, "loss", None)) or len(self.dataset.valid) == 0:
+        """Mean of the model's loss terms on the validation split (full objective, fixed noise); for a
+        model without a loss and monitor fid, the FID of its samples (fixed noise) against that split."""
+        if len(self.dataset.valid) == 0:
             return {}
+        if not callable(getattr(self.model, "loss", None)):
+            if self.monitor != "fid":
+                return {}
+            from dgm.evaluation.quality import ValidationFID
+
+            if self._fid is None:
+                self._fid = ValidationFID(self.dataset, n=self.cfg.monitor_samples, seed=self.cfg.seed)
+            self.model.eval()
+            return {"fid": self._fid(self.model)}
         self.model.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed + 12_345)
@@ -333,12 +362,13 @@ class Trainer:
                 count += 1
                 self.state.step = step + 1
                 bar.update(1)
-                # validation and best-weight tracking happen at epoch ends only, so where a run
-                # stops (its last step, a checkpoint) never changes what a longer run does
+                # validation and best-weight tracking happen at epoch ends (and every eval_every steps)
+                # only, so where a run stops (its last step, a checkpoint) never changes what a longer run does
                 at_epoch_end = self.state.step % self.steps_per_epoch == 0
+                at_valid = at_epoch_end or self.cfg.eval_every > 0 and self.state.step % self.cfg.eval_every == 0
                 at_log = self.cfg.log_every > 0 and self.state.step % self.cfg.log_every == 0
                 at_ckpt = (self.cfg.checkpoint_every > 0 and self.state.step % self.cfg.checkpoint_every == 0
-                           or self.state.step == self.total_steps)
+                           or self.state.step == self.total_steps or at_valid)
                 # the time limit is looked at every 25 steps and at epoch ends (rank 0's clock decides), so
                 # a long epoch cannot overrun it; a stop mid-epoch logs and checkpoints where it stops
                 over_time = False
@@ -365,13 +395,13 @@ class Trainer:
                 record.update({f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()})
                 record.update({f"train/{k}": v for k, v in means.items()})
                 sums, count = {}, 0
-                if at_epoch_end:
+                if at_valid:
                     record.update({f"valid/{k}": v for k, v in self.validate().items()})
                     self._track_best(record)
                 if over_time:
                     self.state.stop_reason = "time_limit"
                 self.log(record)
-                if at_epoch_end or at_ckpt:
+                if at_ckpt:
                     self.save_checkpoint()
                     last_good = self.state.step
                 if at_epoch_end or self.state.step == self.total_steps:
@@ -391,14 +421,14 @@ class Trainer:
                 self.tb.close()
         return {"steps": self.state.step, "epochs": self.state.step / self.steps_per_epoch,
                 "seconds": self.state.elapsed, "best_metric": self.state.best_metric,
-                "best_step": self.state.best_step, "stop_reason": self.state.stop_reason}
+                "best_step": self.state.best_step, "stop_reason": self.state.stop_reason, "monitor": self.monitor}
 
     def _track_best(self, record: dict[str, Any]) -> None:
-        key = f"valid/{self.cfg.monitor}"
+        key = f"valid/{self.monitor}"
         if key not in record:
             terms = sorted(k[6:] for k in record if k.startswith("valid/"))
             if terms:
-                raise DgmError(f"monitor={self.cfg.monitor} is not a validation term of this model; "
+                raise DgmError(f"monitor={self.monitor} is not a validation term of this model; "
                                f"choose one of {', '.join(terms)}")
             return
         value = record[key]
