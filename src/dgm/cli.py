@@ -350,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# flags that count something, and the least each may be; --epochs and --steps are training-config fields
-COUNTS = {"n": 1, "k": 1, "n_examples": 1, "n_samples": 2, "rows": 0, "seed": 0}
+# flags that count something and reach no other check, and the least each may be (--epochs and --steps are
+# training-config fields; eval's --k, --n-examples and --n-samples are checked by dgm.api.evaluate)
+COUNTS = {"n": 1, "rows": 0, "seed": 0}
 
 
 def _check_counts(args) -> None:

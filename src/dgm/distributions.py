@@ -160,9 +160,8 @@ class _LocationScale(Likelihood):
         # symmetry (P(lo < X <= hi) = P(-hi <= X < -lo)) when it lies on the right: no cancellation of
         # two CDFs near 1, and both branches' inputs stay finite for autograd
         flip = lo + hi > 0
-        a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
-        log_f_b = self.log_cdf(b)
-        interior = log_f_b + log1mexp(self.log_cdf(a) - log_f_b)
+        log_f_b = torch.where(flip, log_above_lo, log_below_hi)  # log F(b), b = -lo when flipped, else hi
+        interior = log_f_b + log1mexp(self.log_cdf(torch.where(flip, -hi, lo)) - log_f_b)
         return torch.where(x < half, log_below_hi, torch.where(x > 1 - half, log_above_lo, interior))
 
     def mean(self, out):
