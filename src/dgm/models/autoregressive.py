@@ -476,7 +476,7 @@ def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, tor
 
 class RowLSTM(nn.Module):
     """Row by row: gates of row i = K_is * x (1 x 3, mask B) + K_ss * h_{i-1} (1-D conv over the row above);
-    a triangular receptive field above the pixel."""
+    a triangular receptive field above the pixel. One Python step per row, the whole row at once."""
 
     def __init__(self, channels: int, data_channels: int):
         super().__init__()
@@ -484,31 +484,36 @@ class RowLSTM(nn.Module):
         self.state_to_state = nn.Conv1d(channels, 4 * channels, 3, padding=1)
 
     def forward(self, x):
-        gates_in = self.input_to_state(x)  # [B, 4c, H, W]
         h = c = x.new_zeros(x.shape[0], x.shape[1], x.shape[3])
         rows = []
-        for i in range(x.shape[2]):
-            h, c = lstm_update(gates_in[:, :, i] + self.state_to_state(h), c)
+        gates_in = self.input_to_state(x).permute(2, 0, 1, 3).contiguous()  # [H, B, 4c, W]: contiguous rows
+        for gates_row in gates_in.unbind(0):  # unbind's backward is one stack, not a zero-filled map per row
+            h, c = lstm_update(gates_row + self.state_to_state(h), c)
             rows.append(h)
         return torch.stack(rows, dim=2)
 
 
 def skew(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C, H, W + H - 1], row i moved i columns right: diagonals become columns."""
-    b, c, h, w = x.shape
-    out = x.new_zeros(b, c, h, w + h - 1)
-    for i in range(h):
-        out[:, :, i, i : i + w] = x[:, :, i]
-    return out
+    """[..., H, W] -> [..., H, W + H - 1], row i moved i columns right: diagonals become columns.
+
+    Without a loop: rows padded to W + H and read back as rows of W + H - 1, so that (i, j), at
+    i (W + H) + j in the flat map, lands at row i, column i + j."""
+    *lead, h, w = x.shape
+    flat = F.pad(x, (0, h)).reshape(*lead, h * (w + h))
+    return flat[..., : h * (w + h - 1)].reshape(*lead, h, w + h - 1)
 
 
 def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.stack([x[:, :, i, i : i + width] for i in range(x.shape[2])], dim=2)
+    """The inverse of `skew`: [..., H, W + H - 1] -> [..., H, W], row i read from column i on."""
+    *lead, h, skewed = x.shape
+    flat = F.pad(x.reshape(*lead, h * skewed), (0, h))
+    return flat.reshape(*lead, h, skewed + 1)[..., :width]
 
 
 class DiagonalLSTM(nn.Module):
     """One direction of the Diagonal BiLSTM: on the skewed map, column by column; state (i, j) from
-    (i, j - 1) and (i - 1, j) through a 2 x 1 convolution, input through a 1 x 1 mask-B convolution."""
+    (i, j - 1) and (i - 1, j) through a 2 x 1 convolution, input through a 1 x 1 mask-B convolution.
+    One Python step per column of the skewed map (a diagonal of the image), the whole column at once."""
 
     def __init__(self, channels: int, data_channels: int):
         super().__init__()
@@ -516,11 +521,11 @@ class DiagonalLSTM(nn.Module):
         self.state_to_state = nn.Conv1d(channels, 4 * channels, 2)
 
     def forward(self, x):
-        gates_in = skew(self.input_to_state(x))  # [B, 4c, H, W + H - 1]
         h = c = x.new_zeros(x.shape[0], x.shape[1], x.shape[2])
         columns = []
-        for k in range(gates_in.shape[-1]):
-            h, c = lstm_update(gates_in[..., k] + self.state_to_state(F.pad(h, (1, 0))), c)
+        gates_in = skew(self.input_to_state(x)).permute(3, 0, 1, 2).contiguous()  # [W + H - 1, B, 4c, H]
+        for gates_column in gates_in.unbind(0):  # unbind's backward is one stack, not a zero-filled map per column
+            h, c = lstm_update(gates_column + self.state_to_state(F.pad(h, (1, 0))), c)
             columns.append(h)
         return unskew(torch.stack(columns, dim=-1), x.shape[-1])
 
