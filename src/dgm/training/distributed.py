@@ -14,13 +14,20 @@ def world() -> tuple[int, int, int]:
 
 
 def init(device: torch.device) -> None:
+    """Join torchrun's process group. torch._dynamo is imported first, because importing it while a
+    group exists (the first optimizer does, lazily) keeps a reference to that group that outlives
+    `destroy_process_group`: its gloo worker threads then live on into interpreter finalization, where
+    one releasing a finished collective that holds Python tensors must take the GIL, is killed inside
+    a noexcept destructor and aborts the process ("terminate called without an active exception",
+    exit -6 after a completed run; found from a core dump, see tests/train/test_trainer.py)."""
     if world()[1] > 1 and not dist.is_initialized():
+        import torch._dynamo  # noqa: F401  (before the group exists; see above)
+
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def shutdown() -> None:
-    """Wait for every rank, then destroy the process group: a process that exits with gloo's threads
-    still running can abort ("terminate called without an active exception")."""
+    """Wait for every rank, then destroy the process group, which joins gloo's worker threads."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
