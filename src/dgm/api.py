@@ -26,8 +26,8 @@ from torch import nn
 from dgm.errors import DgmError, Interrupted
 
 RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
-EVAL_METRICS = ("likelihood", "modes", "fid", "kid", "inception_score", "precision_recall", "diversity",
-                "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
+EVAL_METRICS = ("likelihood", "representation", "modes", "fid", "kid", "inception_score", "precision_recall",
+                "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
 
@@ -123,20 +123,22 @@ def _picture_callback(run_dir: Path, dataset, epochs: float):
     every = max(1, math.ceil(epochs / 10))
 
     def callback(trainer) -> None:
-        if trainer.is_writer and (trainer.epoch % every == 0):
+        if trainer.is_writer and trainer.epoch % every == 0 and callable(getattr(trainer.model, "sample", None)):
             _sample_picture(trainer.model, dataset, run_dir / "samples.png")
 
     return callback
 
 
 def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
-    """samples.png, reconstructions.png (models with an encoder) and losses.png of a trained run."""
+    """samples.png (models that sample), reconstructions.png (models with an encoder) and losses.png of a
+    trained run."""
     from dgm import viz
     from dgm.runs import read_metrics
 
     device = next(model.parameters()).device
     model.eval()
-    paths = [_sample_picture(model, dataset, run_dir / "samples.png")]
+    can_sample = callable(getattr(model, "sample", None))
+    paths = [_sample_picture(model, dataset, run_dir / "samples.png")] if can_sample else []
     if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         x = dataset.to_float(dataset.test.x[torch.linspace(0, len(dataset.test) - 1, 32).long()].to(device))
         paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png"))
@@ -145,10 +147,11 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
 
 
 def _fit(model, dataset, cfg, run_dir: Path, resume: bool, on_checkpoint=None, quiet: bool = False) -> None:
+    from dgm.io import save_tensors
     from dgm.runs import load
     from dgm.training import Trainer
     from dgm.training.distributed import shutdown
-    from dgm.training.trainer import CHECKPOINT
+    from dgm.training.trainer import CHECKPOINT, WEIGHTS
 
     if tuple(dataset.shape) != tuple(model.cfg.data_shape):
         raise DgmError(f"the model expects images of shape {tuple(model.cfg.data_shape)} but dataset "
@@ -157,7 +160,11 @@ def _fit(model, dataset, cfg, run_dir: Path, resume: bool, on_checkpoint=None, q
     trainer.callbacks.append(_picture_callback(run_dir, dataset, trainer.total_steps / trainer.steps_per_epoch))
     summary = trainer.fit(resume_from=run_dir / CHECKPOINT if resume else None)
     if trainer.is_writer:
-        paths = final_pictures(load(run_dir, device=trainer.device), dataset, run_dir)
+        best = load(run_dir, device=trainer.device)
+        if callable(getattr(best, "fit_after_training", None)):  # e.g. a density of the best weights' codes
+            best.fit_after_training(dataset.to_float(dataset.train.x.to(trainer.device)))
+            save_tensors(run_dir / WEIGHTS, best.state_dict())
+        paths = final_pictures(best, dataset, run_dir)
         note = f" (stopped by {summary['stop_reason'].replace('_', ' ')})" if summary["stop_reason"] else ""
         metric = (f", best valid {summary['monitor']} {summary['best_metric']:.4f} at step {summary['best_step']}"
                   if math.isfinite(summary["best_metric"]) else "")
@@ -259,8 +266,9 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
     """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
-    from dgm.evaluation import likelihood_metrics, mode_metrics, sample_quality
+    from dgm.evaluation import likelihood_metrics, mode_metrics, representation_metrics, sample_quality
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
+    from dgm.models import require
 
     unknown = [m for m in metrics or [] if m not in EVAL_METRICS]
     if unknown or metrics == []:
@@ -272,12 +280,19 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
         if metrics and not found:
             raise DgmError(f"{type(model).__name__} has no elbo()/iwae() or log_prob(), so it has no likelihood")
         results.update(found)
+    if "representation" in chosen:
+        found = representation_metrics(model, dataset, split, seed=seed)
+        if metrics and not found:
+            raise DgmError(f"{type(model).__name__} has no encode(), so it has no codes to score")
+        results.update(found)
     if "modes" in chosen:
         found = mode_metrics(model, dataset, seed=seed)
         if metrics and not found:
             raise DgmError(f"mode coverage needs a toy 2-D mixture dataset (ring8, grid25), not '{dataset.name}'")
         results.update(found)
     sample_names = [m for m in chosen if m in SAMPLE_METRICS]
+    if sample_names and metrics:  # asked for by name: a model that cannot sample says why (an autoencoder)
+        require(model, "sample", purpose="be scored on samples")
     if sample_names:
         found = sample_quality(model, dataset, sample_names, n_samples=n_samples, seed=seed, progress=progress)
         if metrics and not found:
@@ -291,7 +306,8 @@ def evaluate(run: str | Path | Run, metrics: list[str] | None = None, *, split: 
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0, data: str | None = None,
              data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Score a run's best weights with every metric it supports (or those named), as `dgm eval`:
-    likelihoods, mode coverage, sample quality beside the real-data floor (under "reference").
+    likelihoods, representation quality of codes, mode coverage, sample quality beside the real-data floor
+    (under "reference").
     Scores on the run's own dataset are saved in RUN/eval.json with the fingerprint of the weights."""
     from dgm.runs import load, load_data, read_config
 
@@ -323,9 +339,12 @@ def evaluate(run: str | Path | Run, metrics: list[str] | None = None, *, split: 
 
 def sample(run: str | Path | Run, n: int = 64, *, seed: int = 0, label: int | None = None) -> torch.Tensor:
     """n samples [n, C, H, W] in [0, 1] (or points [n, D]) of a run's best weights, from seeded noise."""
+    from dgm.models import require
+
     if n < 1:
         raise DgmError(f"--n must be at least 1, got {n}")
     model = run.model if isinstance(run, Run) else Run(run).model
+    require(model, "sample", purpose="sample")
     if label is not None and not getattr(model, "conditional", False):
         raise DgmError(f"{type(model).__name__} is not class-conditional, so it cannot sample a given label")
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)

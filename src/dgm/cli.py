@@ -167,7 +167,8 @@ def cmd_plot(args) -> None:
 
     config = read_config(Path(args.run))
     model = dgm.load(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / f"{args.kind}.png"
+    name = f"{args.kind}-{args.method}" if args.kind == "embedding" and args.method != "auto" else args.kind
+    out = Path(args.out) if args.out else Path(args.run) / f"{name}.png"
     has_encoder = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
     if args.kind == "manifold":
         viz.manifold(model, out)
@@ -181,7 +182,8 @@ def cmd_plot(args) -> None:
         test = dataset.test
         if args.kind == "embedding":
             idx = torch.linspace(0, len(test) - 1, min(len(test), args.n)).long()
-            viz.embedding(model, dataset.to_float(test.x[idx]), None if test.y is None else test.y[idx], out)
+            viz.embedding(model, dataset.to_float(test.x[idx]), None if test.y is None else test.y[idx], out,
+                          seed=args.seed, method=args.method)
         else:
             g = torch.Generator().manual_seed(args.seed)
             idx = torch.randperm(len(test), generator=g)[:16]
@@ -284,10 +286,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run", help="the run folder")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, modes, fid, kid, inception_score, "
-                                     "precision_recall, diversity, memorisation, critic (default: all the model "
-                                     "supports)")
-    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split for likelihoods")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, modes, fid, kid, "
+                                     "inception_score, precision_recall, diversity, memorisation, critic (default: "
+                                     "all the model supports)")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="split for likelihoods and representation scores")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")
     e.add_argument("--n-examples", type=int, help="likelihoods on an evenly strided subset of this size")
     e.add_argument("--n-samples", type=int, default=1000,
@@ -315,12 +318,15 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("run", help="the run folder")
     pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"],
                     help="interpolate (between encoded test images, or in z), traverse (one latent at a time, "
-                         "ordered by KL), manifold (latent_dim=2), embedding (t-SNE of codes), nearest (samples "
-                         "beside their nearest training images)")
+                         "ordered by KL), manifold (latent_dim=2), embedding (test codes in 2-D, see --method), "
+                         "nearest (samples beside their nearest training images)")
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
+    pl.add_argument("--method", default="auto", choices=["auto", "pca", "tsne", "code"],
+                    help="embedding: pca (of the pixels, no model needed), tsne (of the codes), code (the codes "
+                         "themselves, latent_dim=2); auto: code for 2-D codes, else tsne")
     pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
     pl.add_argument("--seed", type=int, default=0, help="seed of the images and noise picked (default 0)")
-    pl.add_argument("--out", help="PNG file (default RUN/KIND.png)")
+    pl.add_argument("--out", help="PNG file (default RUN/KIND.png; RUN/embedding-METHOD.png for a --method)")
     pl.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
     pl.set_defaults(func=cmd_plot)
     return p

@@ -4,6 +4,19 @@ Every model is an nn.Module built from a JSON-serialisable config dataclass. Wha
 model can do is told by the methods it has (see ARCHITECTURE in README): `loss` or
 `optimizers` + `train_step` for training, `sample`, and optionally `encode`/`decode`,
 `elbo`/`iwae`, `log_prob`. Nothing in dgm compares model names.
+
+A method that a model has only in some configurations (an autoencoder samples only with a
+code density) is a property that is None where it is off, so `callable(getattr(model, m,
+None))` stays true to the instance; `missing_reason(m)` may then say in one sentence why it
+is off and what to do instead (`require` uses it). Optional hooks:
+
+- `fit_after_training(train_x)`: called by `dgm.api` once training has ended, on the best
+  weights, with the training split's images [N, C, H, W] as floats in [0, 1]; what it sets
+  in buffers is saved with the weights (the autoencoders' density of their codes).
+- `plan_training(steps_per_epoch, total_steps)`: called by the Trainer before the first
+  step, for a model whose phases are counted in epochs (the stacked autoencoder).
+- `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
+  metric (the sparse autoencoder's activations).
 """
 from __future__ import annotations
 
@@ -58,6 +71,7 @@ def _ensure_loaded() -> None:
     from dgm.models import vae  # noqa: F401  (registers)
     from dgm.models import gan  # noqa: F401  (registers)
     from dgm.models import autoregressive  # noqa: F401  (registers)
+    from dgm.models import autoencoder  # noqa: F401  (registers)
 
 
 def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:
@@ -87,6 +101,18 @@ def get_entry(name: str) -> ModelEntry:
 
 def capabilities(model_or_cls: Any) -> list[str]:
     return [c for c in CAPABILITIES if callable(getattr(model_or_cls, c, None))]
+
+
+def require(model: Any, *methods: str, purpose: str) -> None:
+    """DgmError unless `model` has every method: the model's own sentence (`missing_reason`) when it gives
+    one, else that it lacks them, so it cannot do `purpose`."""
+    missing = [m for m in methods if not callable(getattr(model, m, None))]
+    if not missing:
+        return
+    explain = getattr(model, "missing_reason", None)
+    reason = explain(missing[0]) if callable(explain) else None
+    raise DgmError(reason or f"{type(model).__name__} has no {' or '.join(m + '()' for m in missing)}, "
+                             f"so it cannot {purpose}")
 
 
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
@@ -119,4 +145,5 @@ __all__ = [
     "get_entry",
     "model_entries",
     "register_model",
+    "require",
 ]

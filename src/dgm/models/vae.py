@@ -17,17 +17,18 @@ from torch import distributions as D
 from torch import nn
 
 from dgm.config import choice, number, numbers
-from dgm.distributions import LIKELIHOODS, make_likelihood, standard_normal_log_prob
+from dgm.distributions import LIKELIHOODS, Likelihood, make_likelihood, standard_normal_log_prob
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
 from dgm.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
 
 @dataclass
-class VAEConfig(ModelConfig):
-    architecture: str = choice("mlp", "mlp", "conv")
+class MLPCodecConfig(ModelConfig):
+    """An MLP encoder and decoder over images and the likelihood p(x|.) of the decoder's outputs: what the VAE
+    and the autoencoders (autoencoder.py) share."""
+
     hidden_dims: tuple[int, ...] = numbers((400,), min=1)  # MLP widths (the decoder mirrors them)
-    conv_channels: tuple[int, ...] = numbers((32, 64), min=1, nonempty=True)  # stride-2 conv widths (mirrored)
     latent_dim: int = number(20, min=1)
     activation: str = choice("relu", *ACTIVATIONS, "gated")  # gated: MLP only
     likelihood: str = choice("auto", "auto", *LIKELIHOODS)  # auto: Bernoulli for binary data, categorical for
@@ -35,6 +36,35 @@ class VAEConfig(ModelConfig):
     learned_scale: bool = False  # Gaussian/Laplace: decoder predicts a per-pixel scale
     scale: float = number(0.1, above=0)  # Gaussian/Laplace fixed scale
     n_mix: int = number(5, min=1)  # dlogistic: logistic mixture components per pixel
+
+
+@dataclass
+class CodecConfig(MLPCodecConfig):
+    """An MLP or convolutional encoder and decoder."""
+
+    architecture: str = choice("mlp", "mlp", "conv")
+    conv_channels: tuple[int, ...] = numbers((32, 64), min=1, nonempty=True)  # stride-2 conv widths (mirrored)
+
+
+def codec_likelihood(cfg: MLPCodecConfig) -> Likelihood:
+    """p(x|.) as the config names it, for the dataset's channels and levels."""
+    return make_likelihood(cfg.likelihood, cfg.data_shape[0], cfg.levels, cfg.learned_scale, cfg.scale, cfg.n_mix)
+
+
+def codec_networks(cfg: CodecConfig, code_dim: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
+    """(encoder [*, C, H, W] -> [*, code_dim], decoder [*, latent_dim] -> [*, out_channels, H, W])."""
+    c, h, w = cfg.data_shape
+    if cfg.architecture == "mlp":
+        encoder = nn.Sequential(nn.Flatten(-3), MLP(c * h * w, list(cfg.hidden_dims), code_dim, cfg.activation))
+        decoder = nn.Sequential(MLP(cfg.latent_dim, list(cfg.hidden_dims)[::-1], out_channels * h * w,
+                                    cfg.activation), nn.Unflatten(-1, (out_channels, h, w)))
+        return encoder, decoder
+    return (ConvEncoder(cfg.data_shape, list(cfg.conv_channels), code_dim, cfg.activation),
+            ConvDecoder(cfg.latent_dim, cfg.data_shape, list(cfg.conv_channels), out_channels, cfg.activation))
+
+
+@dataclass
+class VAEConfig(CodecConfig):
     beta: float = number(1.0, min=0)  # weight of the KL term (beta-VAE); 1 gives the ELBO
     kl_warmup_steps: int = number(0, min=0)  # KL weight rises linearly from 0 to beta over these steps
     objective: str = choice("elbo", "elbo", "iwae")
@@ -49,18 +79,8 @@ class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         self.cfg = cfg
-        c, h, w = cfg.data_shape
-        self.likelihood = make_likelihood(cfg.likelihood, c, cfg.levels, cfg.learned_scale, cfg.scale, cfg.n_mix)
-        out_channels = self.likelihood.out_channels
-        if cfg.architecture == "mlp":
-            self.encoder = nn.Sequential(nn.Flatten(-3), MLP(c * h * w, list(cfg.hidden_dims), 2 * cfg.latent_dim,
-                                                             cfg.activation))
-            self.decoder = nn.Sequential(MLP(cfg.latent_dim, list(cfg.hidden_dims)[::-1], out_channels * h * w,
-                                             cfg.activation), nn.Unflatten(-1, (out_channels, h, w)))
-        else:
-            self.encoder = ConvEncoder(cfg.data_shape, list(cfg.conv_channels), 2 * cfg.latent_dim, cfg.activation)
-            self.decoder = ConvDecoder(cfg.latent_dim, cfg.data_shape, list(cfg.conv_channels), out_channels,
-                                       cfg.activation)
+        self.likelihood = codec_likelihood(cfg)
+        self.encoder, self.decoder = codec_networks(cfg, 2 * cfg.latent_dim, self.likelihood.out_channels)
 
     # --- the model's parts -------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> D.Normal:

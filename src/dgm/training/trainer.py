@@ -3,7 +3,9 @@
 The trainer knows a model only through its protocol:
 - `loss(batch, step) -> {"loss": ..., other scalars}`: one optimizer, built here; or
 - `optimizers(train_cfg) -> {name: optimizer}` and `train_step(batch, optimizers, step) -> dict`:
-  the model runs its own alternating updates (GANs: critic steps, clipping, penalties).
+  the model runs its own alternating updates (GANs: critic steps, clipping, penalties) or phases;
+- optionally `plan_training(steps_per_epoch, total_steps)`, told before the first step, for a
+  model whose phases are counted in epochs (the stacked autoencoder's greedy pretraining).
 
 Everything random in a step is seeded from (seed, rank, step), and each epoch's order from
 (seed, epoch), so a run stopped at any checkpoint and resumed ends bitwise identical on CPU
@@ -139,6 +141,8 @@ class Trainer:
         # one process keeps the last short batch; several drop it so every rank has the same count
         self.steps_per_epoch = math.ceil(n / global_batch) if self.world_size == 1 else n // global_batch
         self.total_steps = self.cfg.steps if self.cfg.steps > 0 else self.cfg.epochs * self.steps_per_epoch
+        if callable(getattr(self.model, "plan_training", None)):  # phases counted in epochs (stacked autoencoder)
+            self.model.plan_training(self.steps_per_epoch, self.total_steps)
         self.monitor = self._resolve_monitor()
         self._fid = None  # the ValidationFID, built at the first validation that needs it
 

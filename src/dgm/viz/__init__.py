@@ -57,10 +57,9 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 48, r
 
 
 def require(model: nn.Module, *methods: str) -> None:
-    missing = [m for m in methods if not callable(getattr(model, m, None))]
-    if missing:
-        raise DgmError(f"{type(model).__name__} has no {' or '.join(m + '()' for m in missing)}, "
-                       "so it cannot make this picture")
+    from dgm.models import require as require_methods
+
+    require_methods(model, *methods, purpose="make this picture")
 
 
 @torch.no_grad()
@@ -225,27 +224,42 @@ def manifold(model: nn.Module, path: Path, n: int = 20) -> Path:
 
 
 @torch.no_grad()
-def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, seed: int = 0) -> Path:
-    """Test codes in 2-D (the codes themselves when latent_dim=2, else t-SNE), coloured by label."""
+def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, seed: int = 0,
+              method: str = "auto") -> Path:
+    """Test images in 2-D, coloured by label: `pca` the two leading principal components of their pixels,
+    `tsne` t-SNE of their codes, `code` the codes themselves (latent_dim=2); `auto` the codes when they are
+    2-D, else t-SNE (seed 002's picture: PCA of the pixels beside an autoencoder's 2-D codes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    require(model, "encode")
-    z = model.encode(x).cpu().numpy()
-    method = "latent code"
-    if z.shape[1] > 2:
-        from sklearn.manifold import TSNE
+    if method not in ("auto", "pca", "tsne", "code"):
+        raise DgmError(f"unknown embedding method '{method}'; choose auto, pca, tsne or code")
+    if method == "pca":
+        from dgm.evaluation.representation import principal_axes
 
-        z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(30, len(z) - 1)).fit_transform(z)
-        method = "t-SNE of latent codes"
+        mean, axes = principal_axes(x.cpu(), 2)
+        z = ((x.cpu().flatten(1).double() - mean) @ axes).numpy()
+        title = "PCA of the pixels"
+    else:
+        require(model, "encode")
+        z = model.encode(x).cpu().numpy()
+        if method == "code" and z.shape[1] != 2:
+            raise DgmError(f"--method code plots 2-D codes and this model's have {z.shape[1]} dimensions; use "
+                           "--method tsne or pca, or train with latent_dim=2")
+        title = "latent code"
+        if method == "tsne" or method == "auto" and z.shape[1] > 2:
+            from sklearn.manifold import TSNE
+
+            z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(30, len(z) - 1)).fit_transform(z)
+            title = "t-SNE of latent codes"
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     colours = None if y is None else y.cpu().numpy()
     sc = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)
     if y is not None:
         fig.colorbar(sc, ax=ax, ticks=range(int(y.max()) + 1))
-    ax.set_title(f"{method}, {len(z)} test images")
+    ax.set_title(f"{title}, {len(z)} test images")
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
