@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -16,8 +17,16 @@ from pathlib import Path
 from dgm.cli import main as dgm_main
 
 
+def finished(out: Path, steps: int) -> bool:
+    """Whether `out` holds a run that reached `steps` (a run cut short is trained again, not scored)."""
+    from dgm.runs import read_metrics
+
+    return (out / "model.safetensors").exists() and max((r["step"] for r in read_metrics(out)), default=0) >= steps
+
+
 def run_one(model: str, data: str, seed: int, steps: int, out: Path, options: list[str]) -> dict:
-    if not (out / "model.safetensors").exists():
+    if not finished(out, steps):
+        shutil.rmtree(out, ignore_errors=True)
         code = dgm_main(["train", model, "--data", data, "--steps", str(steps), "--seed", str(seed), "--out", str(out),
                          "--no-progress", "batch_size=256", *options])
         if code:
