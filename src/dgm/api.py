@@ -130,8 +130,9 @@ def _picture_callback(run_dir: Path, dataset, epochs: float):
 
 
 def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
-    """samples.png (models that sample), reconstructions.png (models with an encoder) and losses.png of a
-    trained run."""
+    """samples.png (models that sample), reconstructions.png (models with an encoder; given the images' labels
+    when the model is conditional), progression.png (conditional models that decode mixed labels) and
+    losses.png of a trained run."""
     from dgm import viz
     from dgm.runs import read_metrics
 
@@ -140,8 +141,12 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     can_sample = callable(getattr(model, "sample", None))
     paths = [_sample_picture(model, dataset, run_dir / "samples.png")] if can_sample else []
     if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        x = dataset.to_float(dataset.test.x[torch.linspace(0, len(dataset.test) - 1, 32).long()].to(device))
-        paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png"))
+        idx = torch.linspace(0, len(dataset.test) - 1, 32).long()
+        x = dataset.to_float(dataset.test.x[idx].to(device))
+        y = None if dataset.test.y is None else dataset.test.y[idx].to(device)
+        paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png", y=y))
+    if viz.has_progression(model):
+        paths.append(viz.progression(model, run_dir / "progression.png"))
     curves = viz.loss_curves(read_metrics(run_dir), run_dir / "losses.png")
     return paths + ([curves] if curves else [])
 

@@ -170,8 +170,19 @@ def cmd_plot(args) -> None:
     name = f"{args.kind}-{args.method}" if args.kind == "embedding" and args.method != "auto" else args.kind
     out = Path(args.out) if args.out else Path(args.run) / f"{name}.png"
     has_encoder = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+    if args.label is not None and args.kind != "manifold":
+        raise DgmError("--label picks the class of the manifold picture; a progression takes --from-label and "
+                       "--to-label")
+    if (args.from_label is not None or args.to_label is not None) and args.kind != "progression":
+        raise DgmError("--from-label and --to-label belong to the progression picture")
     if args.kind == "manifold":
-        viz.manifold(model, out)
+        viz.manifold(model, out, y=args.label)
+    elif args.kind == "progression":
+        one_pair = args.from_label is not None or args.to_label is not None
+        last = (getattr(model.cfg, "num_classes", None) or 1) - 1
+        pairs = [(0 if args.from_label is None else args.from_label,
+                  last if args.to_label is None else args.to_label)] if one_pair else None
+        viz.progression(model, out, pairs, styles=8 if one_pair else 1, seed=args.seed)
     elif args.kind == "interpolate" and not has_encoder:
         viz.latent_interpolations(model, out, mode=args.mode, seed=args.seed)
     elif args.kind == "nearest":
@@ -188,10 +199,12 @@ def cmd_plot(args) -> None:
             g = torch.Generator().manual_seed(args.seed)
             idx = torch.randperm(len(test), generator=g)[:16]
             x = dataset.to_float(test.x[idx])
+            y = None if test.y is None else test.y[idx]  # the images' labels, for a conditional model
             if args.kind == "interpolate":
-                viz.interpolations(model, x[:8], x[8:], out, mode=args.mode)
+                viz.interpolations(model, x[:8], x[8:], out, mode=args.mode, y_a=None if y is None else y[:8],
+                                   y_b=None if y is None else y[8:])
             else:
-                viz.traversal(model, x, out)
+                viz.traversal(model, x, out, y=y)
     print(out)
 
 
@@ -276,7 +289,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     s.add_argument("--label", type=int,
-                   help="class to sample, for class-conditional models (cgan, acgan, gated-pixelcnn conditional=true)")
+                   help="class to sample, for class-conditional models (cvae, cgan, acgan, gated-pixelcnn "
+                        "conditional=true)")
     s.add_argument("--out", help="PNG file (default RUN/samples.png, or RUN/completions.png)")
     s.add_argument("--complete", metavar="FILE",
                    help="complete these images (autoregressive models): an .npz with an array x [N, C, H, W] or "
@@ -314,17 +328,22 @@ def make_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
-                                     "nearest training images")
+                                     "nearest training images, label progressions")
     pl.add_argument("run", help="the run folder")
-    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest"],
+    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest", "progression"],
                     help="interpolate (between encoded test images, or in z), traverse (one latent at a time, "
                          "ordered by KL), manifold (latent_dim=2), embedding (test codes in 2-D, see --method), "
-                         "nearest (samples beside their nearest training images)")
+                         "nearest (samples beside their nearest training images), progression (conditional "
+                         "models: fixed z decoded with y_alpha = (1 - alpha) y_from + alpha y_to; rows 0->1, "
+                         "1->2, ... or, with --from-label/--to-label, 8 codes z for that pair)")
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
     pl.add_argument("--method", default="auto", choices=["auto", "pca", "tsne", "code"],
                     help="embedding: pca (of the pixels, no model needed), tsne (of the codes), code (the codes "
                          "themselves, latent_dim=2); auto: code for 2-D codes, else tsne")
     pl.add_argument("--n", type=int, default=2000, help="test images in the embedding")
+    pl.add_argument("--label", type=int, help="manifold of a conditional model: the class it is drawn for")
+    pl.add_argument("--from-label", type=int, help="progression: the label at alpha = 0 (default 0)")
+    pl.add_argument("--to-label", type=int, help="progression: the label at alpha = 1 (default the last class)")
     pl.add_argument("--seed", type=int, default=0, help="seed of the images and noise picked (default 0)")
     pl.add_argument("--out", help="PNG file (default RUN/KIND.png; RUN/embedding-METHOD.png for a --method)")
     pl.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")

@@ -6,6 +6,12 @@ the marginal), both mean nats per example. For exact models: `log_likelihood` fr
 `log_prob`. `bits_per_dim` is -log_likelihood / (D ln 2). Every observation model in
 `dgm.distributions` but the Bernoulli on grey levels is a probability of the data's discrete
 values, so these are log-probabilities (<= 0), never densities, on pixel data.
+
+A conditional model's bounds (the conditional VAE's) are given each image's label y and bound
+log p(x | y), not log p(x): they are reported as `conditional_elbo`, `conditional_log_likelihood`
+and `conditional_bits_per_dim`, with a `likelihood_note` saying so, and are not comparable with
+an unconditional model's `log_likelihood`. (`log_prob` is called without labels: a conditional
+autoregressive model then gives the marginal log p(x).)
 """
 from __future__ import annotations
 
@@ -16,6 +22,10 @@ from torch import nn
 
 from dgm.data import Dataset
 from dgm.errors import DgmError
+from dgm.models import given
+
+CONDITIONAL_NOTE = ("the conditional_ scores bound log p(x | y), the log-probability of each image given its own "
+                    "label y, not log p(x); they are not comparable with an unconditional model's log_likelihood")
 
 
 def strided_subset(n_total: int, n: int | None) -> torch.Tensor:
@@ -35,11 +45,14 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
     log-probability of the pixels as stored. On continuous data (levels 0): `elbo` and
     `log_density`, which are densities, so no bits per dimension. A model whose observation
     model is not normalised over the data's values (a Bernoulli on grey levels) gets its
-    training loss under its own name (`bce_kl`, per example) and `likelihood_note` saying why."""
+    training loss under its own name (`bce_kl`, per example) and `likelihood_note` saying why.
+    A conditional model's bounds are of log p(x | y) and their keys say so (see the module docstring)."""
     has_bounds = callable(getattr(model, "iwae", None)) and callable(getattr(model, "elbo", None))
     has_exact = callable(getattr(model, "log_prob", None))
     if not (has_bounds or has_exact):
         return {}
+    conditional = has_bounds and getattr(model, "conditional", False)
+    prefix = "conditional_" if conditional else ""
     if k < 1:
         raise DgmError(f"k must be at least 1, got {k}")
     model_levels = getattr(getattr(model, "cfg", None), "levels", dataset.model_levels)
@@ -53,6 +66,8 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
     model.eval()
     device = next(model.parameters()).device
     data = dataset.split(split)
+    if conditional:
+        given(model, data.y)  # data without labels is refused before any work
     idx = strided_subset(len(data), n_examples)
     torch.manual_seed(seed)
     # as many examples per call as fit k samples each into one chunk
@@ -62,25 +77,31 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
                       mininterval=1.0):
         x = dataset.to_float(data.x[idx[start : start + batch]].to(device))
         if has_bounds:
-            sums["elbo"] += model.elbo(x).sum().item()
+            labels = given(model, data.y[idx[start : start + batch]].to(device)) if conditional else {}
+            sums["elbo"] += model.elbo(x, **labels).sum().item()
             if not improper:
-                sums["log_likelihood"] += model.iwae(x, k, chunk_size=chunk_size).sum().item()
+                sums["log_likelihood"] += model.iwae(x, k=k, chunk_size=chunk_size, **labels).sum().item()
         else:
             sums["log_likelihood"] += model.log_prob(x).sum().item()
     n = len(idx)
     if improper:
-        name = f"{likelihood.loss_name}_kl" if has_bounds else likelihood.loss_name
+        name = prefix + (f"{likelihood.loss_name}_kl" if has_bounds else likelihood.loss_name)
         value = -(sums["elbo"] if has_bounds else sums["log_likelihood"]) / n
-        return {name: value, "n_examples": n,
-                "likelihood_note": f"no log_likelihood or bits_per_dim: {improper}; {name} is the training loss "
-                                   "per example. Train with a normalised likelihood (likelihood=auto) for one"}
+        note = (f"no log_likelihood or bits_per_dim: {improper}; {name} is the training loss per example. Train "
+                "with a normalised likelihood (likelihood=auto) for one")
+        if conditional:
+            note += f"; {CONDITIONAL_NOTE}"
+        return {name: value, "n_examples": n, "likelihood_note": note}
     out: dict[str, float | int | str] = {key: value / n for key, value in sums.items()
                                          if has_bounds or key == "log_likelihood"}
     if dataset.levels == 0:
         out["log_density"] = out.pop("log_likelihood")
     else:
         out["bits_per_dim"] = -out["log_likelihood"] / (math.prod(dataset.shape) * math.log(2))
+    out = {prefix + key: value for key, value in out.items()}
     out["n_examples"] = n
     if has_bounds:
         out["k"] = k
+    if conditional:
+        out["likelihood_note"] = CONDITIONAL_NOTE
     return out

@@ -12,6 +12,9 @@ Both classifiers are fitted on the codes of at most MAX_TRAIN_CODES training ima
 (`probe_train_codes` says how many), and exist only on datasets with labels. A model with
 `code_statistics(codes)` adds its own scores (the sparse autoencoder's activations).
 
+A conditional model (the conditional VAE) encodes and decodes each image with its own label: its
+codes are those of q(z | x, y), so the classifiers measure how much of the label is left in z.
+
 `pca_reconstruction_error` is the same measure for PCA, the baseline of the 2006 paper's table.
 """
 from __future__ import annotations
@@ -21,15 +24,21 @@ from torch import nn
 
 from dgm.data import Dataset
 from dgm.evaluation.likelihood import strided_subset
+from dgm.models import given
 
 MAX_TRAIN_CODES = 10_000  # training codes the classifiers are fitted on: enough for a 30-D code, quick to fit
 BATCH = 500
 
 
 @torch.no_grad()
-def _batched(fn, device: torch.device, *xs: torch.Tensor) -> torch.Tensor:
-    """fn over equally long tensors xs in batches on `device`, concatenated on the CPU."""
-    return torch.cat([fn(*(x[i : i + BATCH].to(device) for x in xs)).cpu() for i in range(0, len(xs[0]), BATCH)])
+def _batched(fn, device: torch.device, *xs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """fn over equally long tensors xs in batches on `device`, concatenated on the CPU; the labels y [N] are
+    passed along (keyword y) when the model is conditional (`given` makes fn's keywords)."""
+    def batch(i: int) -> torch.Tensor:
+        labels = {} if y is None else {"y": y[i : i + BATCH].to(device)}
+        return fn(*(x[i : i + BATCH].to(device) for x in xs), **labels).cpu()
+
+    return torch.cat([batch(i) for i in range(0, len(xs[0]), BATCH)])
 
 
 def probe_accuracies(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor,
@@ -57,18 +66,19 @@ def representation_metrics(model: nn.Module, dataset: Dataset, split: str = "tes
     torch.manual_seed(seed)  # dynamic binarization draws the images
     data = dataset.split(split)
     x = dataset.to_float(data.x)
-    z = _batched(model.encode, device, x)
+    labels = given(model, data.y)
+    z = _batched(model.encode, device, x, **labels)
     out: dict[str, float | int] = {}
     if callable(getattr(model, "decode", None)):
-        x_hat = _batched(model.decode, device, z)
+        x_hat = _batched(model.decode, device, z, **labels)
         out["sse_per_image"] = (x - x_hat).pow(2).flatten(1).sum(1).mean().item()
     if callable(getattr(model, "log_px_z", None)):
         name = getattr(getattr(model, "likelihood", None), "loss_name", "nll")
-        out[f"recon_{name}"] = -_batched(model.log_px_z, device, z, x).mean().item()
+        out[f"recon_{name}"] = -_batched(model.log_px_z, device, z, x, **labels).mean().item()
     train = dataset.train
     if train.y is not None and data.y is not None:
         idx = strided_subset(len(train), MAX_TRAIN_CODES)
-        train_z = _batched(model.encode, device, dataset.to_float(train.x[idx]))
+        train_z = _batched(model.encode, device, dataset.to_float(train.x[idx]), **given(model, train.y[idx]))
         out.update(probe_accuracies(train_z, train.y[idx], z, data.y))
         out["probe_train_codes"] = len(idx)
     if callable(getattr(model, "code_statistics", None)):

@@ -17,6 +17,13 @@ is off and what to do instead (`require` uses it). Optional hooks:
   step, for a model whose phases are counted in epochs (the stacked autoencoder).
 - `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
   metric (the sparse autoencoder's activations).
+
+A class-conditional model has `conditional` true. `sample(n, y=...)` takes a label (an int or
+[n], see `class_labels`). When such a model also has an encoder or bounds (the conditional VAE),
+its `encode`, `decode`, `reconstruct`, `posterior`, `log_px_z`, `elbo` and `iwae` take the images'
+labels as the keyword `y`, which callers pass with `given(model, y)`; `condition(y, n) -> [n, d]`
+turns labels into the condition vectors it reads, and a model that has it also takes such vectors
+as y (mixed labels: `dgm plot RUN progression`). The bounds are then of log p(x | y).
 """
 from __future__ import annotations
 
@@ -72,6 +79,7 @@ def _ensure_loaded() -> None:
     from dgm.models import gan  # noqa: F401  (registers)
     from dgm.models import autoregressive  # noqa: F401  (registers)
     from dgm.models import autoencoder  # noqa: F401  (registers)
+    from dgm.models import cvae  # noqa: F401  (registers)
 
 
 def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:
@@ -82,9 +90,22 @@ def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:
     y = y.expand(n) if y.dim() == 0 else y
     if y.shape != (n,):
         raise DgmError(f"expected {n} labels, got shape {tuple(y.shape)}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise DgmError(f"labels must lie in 0 .. {num_classes - 1}")
+    outside = (y < 0) | (y >= num_classes)
+    if outside.any():
+        raise DgmError(f"labels must lie in 0 .. {num_classes - 1}, this model's {num_classes} classes; "
+                       f"got {y[outside][0].item()}")
     return y
+
+
+def given(model: Any, y) -> dict[str, Any]:
+    """The keyword arguments that pass the labels y of a batch to a conditional model's encoder, decoder and
+    bounds: {"y": y}, or {} for a model that is not conditional (it ignores the labels)."""
+    if not getattr(model, "conditional", False):
+        return {}
+    if y is None:
+        raise DgmError(f"{model.cfg.name} is conditional, so it needs the class labels of the images; "
+                       "this data has none")
+    return {"y": y}
 
 
 def model_entries() -> list[ModelEntry]:
@@ -143,6 +164,7 @@ __all__ = [
     "config_fields",
     "create_model",
     "get_entry",
+    "given",
     "model_entries",
     "register_model",
     "require",

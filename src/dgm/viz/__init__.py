@@ -1,7 +1,10 @@
-"""Pictures: sample grids, reconstructions, interpolations, traversals, the 2-D manifold, embeddings.
+"""Pictures: sample grids, reconstructions, interpolations, traversals, the 2-D manifold, embeddings,
+attribute progressions.
 
 Each function asks the model for the capability it needs (`sample`, `encode`/`decode`)
-and writes one PNG.
+and writes one PNG. A conditional model (the conditional VAE) is given the images' labels `y`
+(`dgm.models.given`); its decoder also takes mixed condition vectors (`condition`), which the
+progression and the interpolations between images of two labels decode.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from dgm.errors import DgmError
+from dgm.models import given
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, min_size: int = 48, row_labels: list[str] | None = None,
@@ -142,10 +146,12 @@ def loss_curves(records: list[dict], path: Path) -> Path | None:
 
 
 @torch.no_grad()
-def reconstructions(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
-    """Rows of originals, each followed by a row of their reconstructions."""
+def reconstructions(model: nn.Module, x: torch.Tensor, path: Path, y: torch.Tensor | None = None) -> Path:
+    """Rows of originals, each followed by a row of their reconstructions (given their labels y [N] when the
+    model is conditional)."""
     require(model, "encode", "decode")
-    recon = model.decode(model.encode(x))
+    labels = given(model, y)
+    recon = model.decode(model.encode(x, **labels), **labels)
     nrow = 8
     rows = []
     for start in range(0, x.shape[0], nrow):
@@ -164,52 +170,138 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def interpolations(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, path: Path, steps: int = 10,
-                   mode: str = "slerp") -> Path:
-    """Each row decodes codes on the path from encode(x_a[i]) to encode(x_b[i])."""
+                   mode: str = "slerp", y_a: torch.Tensor | None = None, y_b: torch.Tensor | None = None) -> Path:
+    """Each row decodes codes on the path from encode(x_a[i]) to encode(x_b[i]); a conditional model encodes
+    each image with its label (y_a, y_b) and decodes with the condition moving linearly between the two."""
     require(model, "encode", "decode")
     if mode not in ("lerp", "slerp"):
         raise DgmError(f"unknown interpolation '{mode}'; choose lerp or slerp")
-    za, zb = model.encode(x_a), model.encode(x_b)
+    labels_a, labels_b = given(model, y_a), given(model, y_b)
+    za, zb = model.encode(x_a, **labels_a), model.encode(x_b, **labels_b)
     t = torch.linspace(0, 1, steps, device=za.device)
     rows = []
-    for a, b in zip(za, zb):
+    for i, (a, b) in enumerate(zip(za, zb)):
         z = slerp(a, b, t) if mode == "slerp" else a + t[:, None] * (b - a)
-        rows.append(model.decode(z))
+        labels = given(model, label_mix(model, y_a[i : i + 1], y_b[i : i + 1], t)[0]) if labels_a else {}
+        rows.append(model.decode(z, **labels))
     return save_grid(torch.cat(rows), path, nrow=steps)
 
 
-def latent_activity(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """How much each latent dimension is used on images x: the mean KL(q(z_d|x) || N(0, 1)) per dimension
-    for a model with a Gaussian `posterior`, else the variance of its codes over x; and the measure's name."""
+def require_condition(model: nn.Module) -> None:
+    """DgmError unless the model is conditional and takes condition vectors (`condition`)."""
+    if not getattr(model, "conditional", False):
+        raise DgmError(f"{type(model).__name__} is not conditional, so it has no labels to move between; "
+                       "train a cvae")
+    if not callable(getattr(model, "condition", None)):
+        raise DgmError(f"{type(model).__name__} takes class labels only, not the mixed condition vectors "
+                       "y_alpha this picture decodes")
+
+
+def label_mix(model: nn.Module, y_from, y_to, alphas: torch.Tensor) -> torch.Tensor:
+    """y_alpha = (1 - alpha) y_from + alpha y_to of the model's condition vectors (one-hot for labels), for
+    labels y_from, y_to [n] (or one int each, n = 1) and fractions alphas [T]: [n, T, d]. Exact at the ends:
+    alpha = 0 gives y_from's vectors and alpha = 1 y_to's, bit for bit."""
+    require_condition(model)
+    n = 1 if isinstance(y_from, int) else len(y_from)
+    c_from, c_to = model.condition(y_from, n), model.condition(y_to, n)
+    a = alphas.to(c_from)[None, :, None]
+    return (1 - a) * c_from[:, None] + a * c_to[:, None]
+
+
+def has_progression(model: nn.Module) -> bool:
+    """Whether the model can draw `progression`: conditional, taking condition vectors, with a decoder."""
+    try:
+        require_condition(model)
+        _decoder(model)
+    except DgmError:
+        return False
+    return True
+
+
+def _decoder(model: nn.Module):
+    """decode(z, y) or, for a model without an encoder, generate(z, y)."""
+    fn = getattr(model, "decode", None)
+    fn = fn if callable(fn) else getattr(model, "generate", None)
+    if not callable(fn):
+        raise DgmError(f"{type(model).__name__} has no decode() or generate(), so it cannot make this picture")
+    return fn
+
+
+@torch.no_grad()
+def progression_images(model: nn.Module, z: torch.Tensor, pairs: list[tuple[int, int]],
+                       alphas: torch.Tensor) -> torch.Tensor:
+    """Decodes of the codes z [S, D], each with y_alpha for every pair (from, to) of labels and every alpha:
+    [len(pairs), S, len(alphas), C, H, W]."""
+    decode = _decoder(model)
+    s, t = z.shape[0], alphas.shape[0]
+    y_from = torch.tensor([p[0] for p in pairs]).repeat_interleave(s)
+    y_to = torch.tensor([p[1] for p in pairs]).repeat_interleave(s)
+    c = label_mix(model, y_from, y_to, alphas)  # [P S, T, d]
+    zs = z.repeat(len(pairs), 1)[:, None].expand(-1, t, -1)  # [P S, T, D]
+    x = decode(zs.reshape(-1, z.shape[1]), y=c.reshape(-1, c.shape[-1]))
+    return x.reshape(len(pairs), s, t, *x.shape[1:])
+
+
+@torch.no_grad()
+def progression(model: nn.Module, path: Path, pairs: list[tuple[int, int]] | None = None, steps: int = 8,
+                styles: int = 1, seed: int = 0) -> Path:
+    """Attribute progression (seed 002, after Yan et al. 2016's Attribute2Image): rows decode fixed codes
+    z ~ N(0, I) with y_alpha = (1 - alpha) y_from + alpha y_to, alpha from 0 to 1 in `steps` columns, for each
+    pair (from, to) of labels (default 0 -> 1, 1 -> 2, ..., K-2 -> K-1) and `styles` codes z per pair (the
+    same codes for every pair)."""
+    require_condition(model)
+    _decoder(model)
+    num_classes = getattr(model.cfg, "num_classes", None) or 0
+    if pairs is None:
+        pairs = [(k, k + 1) for k in range(num_classes - 1)] or [(0, 0)]
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn(styles, model.cfg.latent_dim, generator=g, device=device)
+    alphas = torch.linspace(0, 1, steps, device=device)
+    x = progression_images(model, z, pairs, alphas)
+    rows = [f"{a} \u2192 {b}" + (f", z{i + 1}" if styles > 1 else "") for a, b in pairs for i in range(styles)]
+    return save_grid(x.flatten(0, 2), path, nrow=steps, row_labels=rows,
+                     col_labels=[f"\u03b1={a:.2f}" for a in alphas.tolist()],
+                     title="y\u03b1 = (1 - \u03b1) y_from + \u03b1 y_to at fixed z")
+
+
+def latent_activity(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """How much each latent dimension is used on images x (labels y for a conditional model): the mean
+    KL(q(z_d|x) || N(0, 1)) per dimension for a model with a Gaussian `posterior`, else the variance of its
+    codes over x; and the measure's name."""
+    labels = given(model, y)
     if callable(getattr(model, "posterior", None)):
-        q = model.posterior(x)
+        q = model.posterior(x, **labels)
         var = q.scale.pow(2)
         return (0.5 * (q.loc.pow(2) + var - 1 - var.log())).mean(0), "KL"
-    return model.encode(x).var(0), "var"
+    return model.encode(x, **labels).var(0), "var"
 
 
 @torch.no_grad()
 def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, span: float = 3.0,
-              max_dims: int = 16) -> Path:
+              max_dims: int = 16, y: torch.Tensor | None = None) -> Path:
     """One row per latent dimension, the most used first (by its KL to the prior on x, see
-    `latent_activity`): the code of x[0] with that dimension set from -span to +span, the others fixed."""
+    `latent_activity`): the code of x[0] with that dimension set from -span to +span, the others fixed
+    (and x[0]'s label y[0] for a conditional model)."""
     require(model, "encode", "decode")
-    z0 = model.encode(x[:1])[0]
-    activity, measure = latent_activity(model, x)
+    z0 = model.encode(x[:1], **given(model, None if y is None else y[:1]))[0]
+    activity, measure = latent_activity(model, x, y)
     order = activity.argsort(descending=True)[:max_dims]
     values = torch.linspace(-span, span, steps, device=z0.device)
     z = z0.repeat(len(order), steps, 1)
     for row, d in enumerate(order):
         z[row, :, d] = values
-    return save_grid(model.decode(z.reshape(len(order) * steps, -1)), path, nrow=steps,
+    labels = given(model, None if y is None else y[:1].repeat(len(order) * steps))
+    return save_grid(model.decode(z.reshape(len(order) * steps, -1), **labels), path, nrow=steps,
                      row_labels=[f"z{d} ({measure} {activity[d]:.2f})" for d in order.tolist()],
                      col_labels=[f"{v:+.1f}" for v in values.tolist()],
                      title=f"latent traversal, the {len(order)} most used of {z0.shape[0]} dimensions first")
 
 
 @torch.no_grad()
-def manifold(model: nn.Module, path: Path, n: int = 20) -> Path:
-    """Decode a grid of 2-D codes at evenly spaced quantiles of N(0, 1) (seed 001's data manifold)."""
+def manifold(model: nn.Module, path: Path, n: int = 20, y: int | None = None) -> Path:
+    """Decode a grid of 2-D codes at evenly spaced quantiles of N(0, 1) (seed 001's data manifold); a
+    conditional model decodes them all with the label y."""
     from scipy.stats import norm
 
     require(model, "decode")
@@ -217,10 +309,16 @@ def manifold(model: nn.Module, path: Path, n: int = 20) -> Path:
     if latent_dim != 2:
         raise DgmError(f"the manifold picture needs latent_dim=2, this model has {latent_dim}; "
                        "train with latent_dim=2")
+    conditional = getattr(model, "conditional", False)
+    if conditional and y is None:
+        raise DgmError(f"{model.cfg.name} is conditional, so its manifold is drawn for one label; give it with "
+                       "--label")
+    if y is not None and not conditional:
+        raise DgmError(f"{type(model).__name__} is not class-conditional, so it has no manifold of a given label")
     q = torch.tensor(norm.ppf(torch.linspace(0.05, 0.95, n).numpy()), dtype=torch.float32)
     device = next(model.parameters()).device
     z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij")[::-1], -1).reshape(-1, 2).to(device)
-    return save_grid(model.decode(z), path, nrow=n, min_size=16)
+    return save_grid(model.decode(z, **given(model, y)), path, nrow=n, min_size=16)
 
 
 @torch.no_grad()
@@ -244,16 +342,17 @@ def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: P
         title = "PCA of the pixels"
     else:
         require(model, "encode")
-        z = model.encode(x).cpu().numpy()
+        z = model.encode(x, **given(model, y)).cpu().numpy()
         if method == "code" and z.shape[1] != 2:
             raise DgmError(f"--method code plots 2-D codes and this model's have {z.shape[1]} dimensions; use "
                            "--method tsne or pca, or train with latent_dim=2")
-        title = "latent code"
+        codes = "codes of q(z | x, y)" if getattr(model, "conditional", False) else "latent codes"
+        title = codes
         if method == "tsne" or method == "auto" and z.shape[1] > 2:
             from sklearn.manifold import TSNE
 
             z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(30, len(z) - 1)).fit_transform(z)
-            title = "t-SNE of latent codes"
+            title = f"t-SNE of {codes}"
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     colours = None if y is None else y.cpu().numpy()
     sc = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)

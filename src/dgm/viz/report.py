@@ -23,6 +23,9 @@ COLUMNS = [
     ("log_likelihood", "log p(x)", "{:.2f}", False),
     ("bits_per_dim", "bits/dim", "{:.4f}", True),
     ("log_density", "log density", "{:.2f}", False),
+    ("conditional_elbo", "ELBO(x|y)", "{:.2f}", False),
+    ("conditional_log_likelihood", "log p(x|y)", "{:.2f}", False),
+    ("conditional_bits_per_dim", "bits/dim given y", "{:.4f}", True),
     ("sse_per_image", "SSE/image", "{:.2f}", True),
     ("probe_accuracy", "linear probe", "{:.3f}", False),
     ("knn_accuracy", "5-NN", "{:.3f}", False),
@@ -44,7 +47,10 @@ DESCRIPTIONS = {
     "bits_per_dim": "-log p(x) / (D ln 2)",
     "log_density": "log-density of continuous data (IWAE estimate or exact), mean nats per example",
     "bce_kl": "training loss of a Bernoulli on grey levels (BCE + KL), not a likelihood",
-    "likelihood_note": "why no likelihood is reported",
+    "likelihood_note": "why no likelihood is reported, or that the scores are conditional",
+    "conditional_elbo": "evidence lower bound on log p(x | y), each image given its label, mean nats per example",
+    "conditional_log_likelihood": "log p(x | y) (IWAE estimate), each image given its label, mean nats per example",
+    "conditional_bits_per_dim": "-log p(x | y) / (D ln 2)",
     "sse_per_image": "reconstruction error: sum of squared pixel errors per image, pixels in [0, 1]",
     "recon_nll": "-log p(x | decode(encode(x))), mean nats per image",
     "recon_bce": "binary cross-entropy of the reconstruction (a Bernoulli's -log p), mean nats per image",
@@ -137,13 +143,19 @@ def pictures(model, dataset, records: list[dict], folder: Path, seed: int = 0) -
         device = next(model.parameters()).device
         idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:24]
         x = dataset.to_float(test.x[idx]).to(device)
+        y = None if test.y is None else test.y[idx].to(device)  # a conditional model's encoder reads them
         out.append(("Reconstructions (odd rows: test images; even rows: their reconstructions)",
-                    viz.reconstructions(model, x[:16], folder / "reconstructions.png")))
+                    viz.reconstructions(model, x[:16], folder / "reconstructions.png",
+                                        y=None if y is None else y[:16])))
         out.append(("Interpolations between test images (slerp in latent space)",
-                    viz.interpolations(model, x[16:20], x[20:24], folder / "interpolations.png")))
+                    viz.interpolations(model, x[16:20], x[20:24], folder / "interpolations.png",
+                                       y_a=None if y is None else y[16:20], y_b=None if y is None else y[20:24])))
     elif images and callable(getattr(model, "generate", None)):
         out.append(("Interpolations between random codes (slerp)",
                     viz.latent_interpolations(model, folder / "interpolations.png", rows=4, seed=seed)))
+    if images and viz.has_progression(model):
+        out.append(("Label progression: each row decodes one z with y_alpha = (1 - alpha) y_from + alpha y_to",
+                    viz.progression(model, folder / "progression.png", seed=seed)))
     if images and callable(getattr(model, "sample", None)):
         out.append(("Nearest neighbours: each row is a sample, then its 5 nearest training images (pixel distance)",
                     viz.nearest_neighbours(model, dataset.to_float(dataset.train.x), folder / "nearest.png",

@@ -1,0 +1,296 @@
+"""The conditional VAE's mathematics (ELBO <= IWAE_k <= log p(x|y) against quadrature, the VAE as its
+constant-label case, exact progressions) and the cvae through the trainer, the CLI and `dgm eval`."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dgm
+from dgm.cli import main
+from dgm.data import Dataset, Split, load_dataset
+from dgm.errors import DgmError, DivergenceError
+from dgm.io import load_tensors
+from dgm.models import create_model
+from dgm.training import TrainConfig, Trainer
+from dgm.training.trainer import CHECKPOINT
+from dgm.viz import has_progression, label_mix, progression, progression_images
+
+DIGITS = {"data_shape": (1, 8, 8), "levels": 17, "num_classes": 10}
+TINY = {"hidden_dims": (16,), "latent_dim": 2, "progress": False}
+
+
+def _digits(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_dataset("digits")
+    return data.to_float(data.test.x[:n]), data.test.y[:n]
+
+
+def _one_sentence(err: str) -> str:
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("dgm: error: "), err
+    return err
+
+
+# --- the bounds ------------------------------------------------------------------------------
+def test_elbo_below_iwae_k_increasing_in_k_in_expectation():
+    torch.manual_seed(0)
+    cvae = create_model("cvae", {**DIGITS, "hidden_dims": (16,), "latent_dim": 3}).double()
+    with torch.no_grad():
+        cvae.decoder[0][0].weight.mul_(4)  # p(x|z,y) that depends on z: a posterior far from q, wide gaps
+    x, y = _digits(6)
+    reps = 200
+    xr, yr = x.double().repeat(reps, 1, 1, 1), y.repeat(reps)
+    with torch.no_grad():
+        draws = {"elbo": cvae.elbo(xr, yr)} | {k: cvae.iwae(xr, yr, k) for k in (1, 5, 50)}
+    draws = {key: d.reshape(reps, len(x)) for key, d in draws.items()}  # [draw, example]
+    mean = {key: d.mean(0) for key, d in draws.items()}
+    se = {key: d.std(0) / math.sqrt(reps) for key, d in draws.items()}
+    # IWAE_1 is the ELBO with a Monte Carlo KL: the same expectation
+    assert torch.all((mean[1] - mean["elbo"]).abs() < 4 * (se[1] + se["elbo"]))
+    for lo, hi in (("elbo", 5), (5, 50)):
+        assert torch.all(mean[hi] - mean[lo] > 3 * (se[hi] + se[lo])), (lo, hi, mean[lo], mean[hi])
+
+
+def _tiny_exact_cvae():
+    """A cvae over 2x2 binary images with a 1-D latent and linear networks: p(x|z,y) = prod_i Bernoulli(x_i |
+    sigmoid(a_i z + V_iy + b_i)), small enough that log p(x|y) is an integral over one line."""
+    torch.manual_seed(3)
+    cvae = create_model("cvae", {"data_shape": (1, 2, 2), "levels": 2, "num_classes": 3, "hidden_dims": (),
+                                 "latent_dim": 1}).double()
+    with torch.no_grad():
+        cvae.decoder[0][0].weight.mul_(4)  # a decoder that cares about z, so the posterior is not the prior
+        cvae.encoder[1][0].bias[0] += 1.0  # and an encoder whose q(z|x,y) misses it: gaps to see
+    return cvae
+
+
+def _quadrature_log_p(cvae, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log p(x|y) = log int N(z; 0, 1) prod_i Bernoulli(x_i | sigmoid(logit_i(z, y))) dz on a fine grid, the
+    logits from the decoder's weights (not from the model's code): [B]."""
+    lin = cvae.decoder[0][0]
+    w, b = lin.weight.double(), lin.bias.double()  # [4, 1 + K]
+    z = torch.linspace(-12, 12, 48_001, dtype=torch.float64)
+    logits = z[:, None, None] * w[:, 0] + (F.one_hot(y, 3).double() @ w[:, 1:].T + b)  # [G, B, 4]
+    xf = x.flatten(1).double()
+    log_px_z = -(xf * F.softplus(-logits) + (1 - xf) * F.softplus(logits)).sum(-1)  # [G, B]
+    log_pz = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+    dz = z[1] - z[0]
+    return torch.logsumexp(log_px_z + log_pz[:, None], 0) + torch.log(dz)
+
+
+def test_bounds_against_log_p_x_given_y_by_quadrature():
+    cvae = _tiny_exact_cvae()
+    images = torch.tensor([[int(b) for b in f"{i:04b}"] for i in range(16)], dtype=torch.float64).reshape(16, 1, 2, 2)
+    x, y = images.repeat(3, 1, 1, 1), torch.arange(3).repeat_interleave(16)  # every image with every label
+    with torch.no_grad():
+        exact = _quadrature_log_p(cvae, x, y)
+    # p(x|y) is a distribution over the 16 images for every y
+    assert torch.allclose(torch.logsumexp(exact.reshape(3, 16), 1), torch.zeros(3, dtype=torch.float64), atol=1e-9)
+    reps = 400
+    xr, yr = x.repeat(reps, 1, 1, 1), y.repeat(reps)
+    with torch.no_grad():
+        draws = {"elbo": cvae.elbo(xr, yr, n_samples=10)} | {k: cvae.iwae(xr, yr, k) for k in (5, 50)}
+        large = cvae.iwae(x, y, 20_000)
+    gap = {key: exact - d.reshape(reps, -1).mean(0) for key, d in draws.items()}  # log p(x|y) - bound, [48]
+    se = {key: d.reshape(reps, -1).std(0) / math.sqrt(reps) for key, d in draws.items()}
+    # every example: the ELBO is below log p(x|y), and no IWAE_k is above it beyond its noise
+    assert torch.all(gap["elbo"] > 3 * se["elbo"])
+    assert all(torch.all(gap[k] > -3 * se[k]) for k in (5, 50))
+    # over the 48 (image, label) pairs: ELBO < IWAE_5 < IWAE_50 < log p(x|y) in expectation
+    mean = {key: g.mean() for key, g in gap.items()}
+    pooled = {key: s.pow(2).sum().sqrt() / len(s) for key, s in se.items()}
+    assert mean["elbo"] - mean[5] > 3 * (pooled["elbo"] + pooled[5])
+    assert mean[5] - mean[50] > 3 * (pooled[5] + pooled[50])
+    assert mean[50] > 3 * pooled[50]
+    assert torch.allclose(large, exact, atol=0.03), (large - exact).abs().max()
+
+
+# --- the VAE as the constant-label case ------------------------------------------------------
+def _fold_condition_into_biases(vae, cvae, label: int) -> None:
+    """Give the cvae the vae's weights, with random weights V on its condition inputs and the first layers'
+    biases lowered by V's column of `label`, so that with that label every first layer computes what the
+    vae's does. A conv encoder's condition maps get a kernel with only its centre tap: a constant map then
+    adds the same V at every output position, borders included (kernel 3, padding 1)."""
+    g = torch.Generator().manual_seed(5)
+    ours, theirs = vae.state_dict(), cvae.state_dict()
+    assert ours.keys() == theirs.keys()
+    new, shift = {}, {}
+    for key, w in ours.items():
+        if theirs[key].shape == w.shape:
+            new[key] = w.clone()
+            continue
+        shape = theirs[key].shape
+        v = torch.randn(shape[0], shape[1] - w.shape[1], *shape[2:], generator=g, dtype=w.dtype)
+        if v.dim() == 4:
+            centre = torch.zeros_like(v)
+            centre[..., 1, 1] = 1
+            v = v * centre
+        new[key] = torch.cat([w, v], dim=1)
+        shift[key.replace("weight", "bias")] = v[:, label].reshape(len(v), -1).sum(1)
+    assert len(shift) == 2  # the encoder's first layer and the decoder's
+    for key, s in shift.items():
+        new[key] = new[key] - s
+    cvae.load_state_dict(new)
+
+
+@pytest.mark.parametrize("options", [{"hidden_dims": (12,)},
+                                     {"architecture": "conv", "conv_channels": (4, 6), "likelihood": "gaussian",
+                                      "learned_scale": True}])
+def test_with_a_constant_label_the_cvae_is_the_vae(options):
+    opts = {"data_shape": (1, 8, 8), "levels": 17, "latent_dim": 3, **options}
+    vae = create_model("vae", opts).double()
+    cvae = create_model("cvae", {**opts, "num_classes": 10}).double()
+    label = 7
+    _fold_condition_into_biases(vae, cvae, label)
+    x = _digits(5)[0].double()
+    y = torch.full((5,), label)
+    pairs = {"elbo": (lambda: vae.elbo(x, n_samples=3), lambda: cvae.elbo(x, y, n_samples=3)),
+             "iwae": (lambda: vae.iwae(x, 7), lambda: cvae.iwae(x, y, 7)),
+             "loss": (lambda: vae.loss((x, None))["loss"], lambda: cvae.loss((x, y))["loss"])}
+    with torch.no_grad():
+        for name, (of_vae, of_cvae) in pairs.items():
+            torch.manual_seed(1)  # the same noise for both
+            ours = of_vae()
+            torch.manual_seed(1)
+            theirs = of_cvae()
+            assert torch.allclose(theirs, ours, rtol=1e-12, atol=1e-10), (name, theirs, ours)
+        assert torch.allclose(cvae.encode(x, label), vae.encode(x), atol=1e-12)
+        z = torch.randn(4, 3, dtype=torch.float64)
+        assert torch.allclose(cvae.decode(z, label), vae.decode(z), atol=1e-12)
+        torch.manual_seed(1)
+        other = cvae.elbo(x, torch.full((5,), 2))
+        torch.manual_seed(1)
+        assert not torch.allclose(other, vae.elbo(x))  # the label does matter
+
+
+# --- progression -----------------------------------------------------------------------------
+def test_progression_ends_decode_exactly_as_the_pure_labels():
+    torch.manual_seed(0)
+    cvae = create_model("cvae", {**DIGITS, "hidden_dims": (16,), "latent_dim": 2})
+    alphas = torch.linspace(0, 1, 8)
+    mix = label_mix(cvae, torch.tensor([0, 3]), torch.tensor([1, 9]), alphas)  # [2, 8, 10]
+    assert torch.equal(mix[:, 0], F.one_hot(torch.tensor([0, 3]), 10).float())
+    assert torch.equal(mix[:, -1], F.one_hot(torch.tensor([1, 9]), 10).float())
+    assert torch.allclose(mix[1, 3], (1 - alphas[3]) * F.one_hot(torch.tensor(3), 10) + alphas[3] * F.one_hot(
+        torch.tensor(9), 10))
+    z = torch.randn(3, 2)
+    pairs = [(0, 1), (3, 9)]
+    with torch.no_grad():
+        x = progression_images(cvae, z, pairs, alphas)  # [pair, z, alpha, C, H, W]
+        for p, (a, b) in enumerate(pairs):
+            assert torch.allclose(x[p, :, 0], cvae.decode(z, a), rtol=0, atol=1e-6)
+            assert torch.allclose(x[p, :, -1], cvae.decode(z, b), rtol=0, atol=1e-6)
+            assert not torch.allclose(x[p, :, 0], x[p, :, -1])
+
+
+@pytest.mark.parametrize("name,text", [("vae", "is not conditional"), ("cgan", "takes class labels only"),
+                                       ("pixelcnn", "is not conditional")])
+def test_models_that_cannot_mix_labels_say_why(name, text, tmp_path):
+    model = create_model(name, DIGITS)
+    assert not has_progression(model)
+    with pytest.raises(DgmError, match=text):
+        progression(model, tmp_path / "p.png")
+
+
+# --- through the trainer, the CLI and eval ---------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return dgm.train("cvae", out=tmp_path_factory.mktemp("runs") / "cvae", steps=24, quiet=True, **TINY).path
+
+
+def test_a_trained_run_samples_by_label_and_writes_its_pictures(run, capsys, tmp_path):
+    assert {"samples.png", "reconstructions.png", "progression.png", "losses.png"} <= {p.name for p in
+                                                                                       run.iterdir()}
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train/elbo", "valid/elbo", "train/kl"} <= set(record)
+    model = dgm.load(run)
+    x = dgm.sample(run, 4, seed=2, label=3)
+    with torch.no_grad():
+        z = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(x, model.decode(z, 3))
+    assert main(["sample", str(run), "--label", "3", "--n", "4", "--out", str(tmp_path / "3.png")]) == 0
+    assert (tmp_path / "3.png").is_file()
+    capsys.readouterr()
+    for label in ("10", "-1"):
+        assert main(["sample", str(run), "--label", label]) == 1
+        assert "labels must lie in 0 .. 9" in _one_sentence(capsys.readouterr().err)
+    with pytest.raises(DgmError, match="labels must lie in 0 .. 9"):
+        dgm.sample(run, 2, label=10)
+
+
+def test_plots_of_a_conditional_model(run, capsys):
+    for argv, name in ((["progression"], "progression"), (["progression", "--from-label", "2", "--to-label", "7"],
+                                                          "progression"),
+                       (["embedding", "--method", "code"], "embedding-code"), (["interpolate"], "interpolate"),
+                       (["traverse"], "traverse"), (["manifold", "--label", "4"], "manifold")):
+        (run / f"{name}.png").unlink(missing_ok=True)
+        assert main(["plot", str(run), *argv]) == 0, capsys.readouterr().err
+        assert (run / f"{name}.png").is_file()
+    capsys.readouterr()
+    for argv, text in ((["manifold"], "give it with --label"), (["progression", "--to-label", "10"], "0 .. 9"),
+                       (["traverse", "--label", "3"], "manifold")):
+        assert main(["plot", str(run), *argv]) == 1
+        assert text in _one_sentence(capsys.readouterr().err)
+
+
+def test_eval_reports_conditional_bounds_and_codes_given_labels(run, capsys):
+    assert main(["eval", str(run), "--metrics", "likelihood,representation", "--k", "50", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert "log_likelihood" not in scores and "elbo" not in scores and "bits_per_dim" not in scores
+    assert scores["conditional_elbo"] < scores["conditional_log_likelihood"] < 0
+    assert scores["conditional_bits_per_dim"] == pytest.approx(-scores["conditional_log_likelihood"] /
+                                                               (64 * np.log(2)))
+    assert "log p(x | y)" in scores["likelihood_note"]
+    model = dgm.load(run)
+    data = load_dataset("digits")
+    x, y = data.to_float(data.test.x), data.test.y
+    with torch.no_grad():
+        assert scores["sse_per_image"] == pytest.approx((x - model.reconstruct(x, y)).pow(2).sum((1, 2, 3))
+                                                        .mean().item(), rel=1e-5)
+    assert 0 <= scores["probe_accuracy"] <= 1
+
+
+def test_a_dataset_without_labels_is_one_clear_error(run, tmp_path, capsys):
+    digits = load_dataset("digits")
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x_train=digits.train.x[:, 0].numpy(), x_test=digits.test.x[:, 0].numpy(), levels=17)
+    assert main(["train", "cvae", "--data", f"npz:{path}", "--steps", "1", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 1
+    assert "has none" in _one_sentence(capsys.readouterr().err) and not (tmp_path / "r").exists()
+    for metrics in ("likelihood", "representation"):
+        assert main(["eval", str(run), "--data", f"npz:{path}", "--metrics", metrics]) == 1
+        assert "needs the class labels" in _one_sentence(capsys.readouterr().err)
+    model = create_model("cvae", {**DIGITS, "hidden_dims": (8,)})
+    with pytest.raises(DgmError, match="needs a dataset with class labels"):
+        model.loss((_digits(4)[0], None))
+
+
+def test_zoo_lists_the_cvae_with_seed_002(capsys):
+    assert main(["zoo", "--json"]) == 0
+    zoo = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert "002" in zoo["cvae"]["seeds"]
+    assert {"loss", "sample", "encode", "decode", "elbo", "iwae"} <= set(zoo["cvae"]["capabilities"].split())
+
+
+def _same_tensors(a, b) -> bool:
+    ta, tb = load_tensors(a)[0], load_tensors(b)[0]
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_resume_is_bitwise(tmp_path):
+    options = {**TINY, "objective": "iwae", "n_samples": 3}
+    whole = dgm.train("cvae", out=tmp_path / "whole", epochs=3, quiet=True, **options)
+    part = dgm.train("cvae", out=tmp_path / "part", epochs=1, quiet=True, **options)
+    dgm.resume(part, epochs=3, quiet=True)
+    assert _same_tensors(whole.path / CHECKPOINT, part.path / CHECKPOINT)
+    assert _same_tensors(whole.path / "model.safetensors", part.path / "model.safetensors")
+
+
+def test_a_nan_loss_stops_training_with_the_divergence_error():
+    d = load_dataset("digits")
+    x = d.train.x.float()
+    x[5] = float("nan")
+    data = Dataset("digits", Split(x, d.train.y), d.valid, d.test, levels=17, num_classes=10)
+    model = create_model("cvae", {**DIGITS, "hidden_dims": (8,), "latent_dim": 2, "likelihood": "gaussian"})
+    with pytest.raises(DivergenceError, match="NaN"):
+        Trainer(model, data, TrainConfig(epochs=2, progress=False, device="cpu")).fit()
