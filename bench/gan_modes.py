@@ -42,6 +42,8 @@ def main() -> None:
     p.add_argument("--models", default="gan,wgan-gp,lsgan")
     p.add_argument("--datasets", default="ring8,grid25")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (so several "
+                                                            "processes can share a sweep)")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--options", default="", help="extra key=value options for every run, comma-free, space-separated")
     p.add_argument("--out", default="bench/out/gan-modes")
@@ -50,7 +52,7 @@ def main() -> None:
     for data in args.datasets.split(","):
         for model in args.models.split(","):
             results, t0 = [], time.perf_counter()
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 out = Path(args.out) / f"{model}-{data}-s{seed}"
                 r = run_one(model, data, seed, args.steps, out, args.options.split())
                 results.append(r)
