@@ -19,9 +19,29 @@ from dgm.errors import DgmError
 class Split:
     x: torch.Tensor  # uint8 [N, C, H, W] with values 0 .. levels-1; float32 [N, D] for continuous data
     y: torch.Tensor | None = None  # int64 [N] class labels, if the dataset has them
+    # Extras of datasets with known generating factors (`sprites`, see dgm.data.sprites); None elsewhere.
+    factors: torch.Tensor | None = None  # float32 [N, F], columns as in Dataset.factors
+    masks: torch.Tensor | None = None  # bool [N, H, W] foreground masks
+    boxes: torch.Tensor | None = None  # int64 [N, 4] (x0, y0, x1, y1): pixel edges, half-open, tight on the mask
+    captions: list[str] | None = None  # one short sentence per image, generated from the factors
+    targets: torch.Tensor | None = None  # uint8 [N, C, H, W] paired target images (e.g. colour for a grey x)
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One generating factor: discrete (`values` names the integer codes 0..K-1) or continuous in [low, high]."""
+
+    name: str
+    values: tuple[str, ...] | None = None
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def discrete(self) -> bool:
+        return self.values is not None
 
 
 @dataclass
@@ -43,6 +63,11 @@ class Dataset:
     binarize: str = "none"  # "none" | "dynamic"
     class_names: list[str] | None = None
     mixture: tuple[torch.Tensor, float] | None = None  # toy 2-D data: (mode centres [K, D], sd)
+    factors: tuple[Factor, ...] | None = None  # what the columns of Split.factors are, if the data has them
+
+    @property
+    def factor_names(self) -> list[str]:
+        return [f.name for f in self.factors or ()]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -166,11 +191,13 @@ def _ensure_loaded() -> None:
         _loaded = True
         from dgm.data import digits, sources  # noqa: F401  (registers the datasets)
         from dgm.data import toy  # noqa: F401  (registers ring8, grid25)
+        from dgm.data import sprites  # noqa: F401  (registers sprites, sprites64, sprites-grey, sprites64-grey)
 
 
 __all__ = [
     "Dataset",
     "DatasetSpec",
+    "Factor",
     "Split",
     "cache_dir",
     "data_root",
