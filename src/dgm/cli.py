@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         args.options = [*args.options, *extra]
     try:
         _check_counts(args)
+        _import_holding_ctrl_c()
         args.func(args)
     except Interrupted as e:
         print(f"dgm: {e}", file=sys.stderr)
@@ -373,6 +374,31 @@ def main(argv: list[str] | None = None) -> int:
         print("dgm: interrupted before anything was written", file=sys.stderr)
         return 130
     return 0
+
+
+def _import_holding_ctrl_c() -> None:
+    """Import the libraries every command needs with Ctrl-C held back until they are loaded, then act on it:
+    an interrupt that lands inside some third-party imports is swallowed (the run then goes on) or ends in
+    a RecursionError traceback (seen in scikit-learn's and SciPy's lazy loaders)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        import sklearn.datasets  # noqa: F401  (the digits loader's, and scikit-learn's lazy submodules)
+        import torch  # noqa: F401
+
+        import dgm.api  # noqa: F401
+        from dgm.models import model_entries
+
+        model_entries()  # imports every model module
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 # flags that count something and reach no other check, and the least each may be (--epochs and --steps are
