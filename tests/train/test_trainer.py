@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import LinearAutoencoder, tiny_dataset
 
-from dgm.errors import DgmError, DivergenceError
+from dgm.errors import DgmError, DivergenceError, Interrupted
 from dgm.io import load_tensors
 from dgm.models import create_model
 from dgm.training import TrainConfig, Trainer
@@ -217,3 +217,26 @@ def test_time_limit_stops_inside_a_long_epoch_with_a_checkpoint(tmp_path):
     tensors, meta = load_tensors(tmp_path / CHECKPOINT)
     assert json.loads(meta["trainer"])["step"] == 25
     assert [json.loads(line)["step"] for line in open(tmp_path / METRICS)] == [25]
+
+
+class _CtrlCAtStep3(LinearAutoencoder):
+    """Presses Ctrl-C (SIGINT to itself) in the middle of step 3's loss."""
+
+    def loss(self, batch, step=None):
+        if step == 3:
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().loss(batch, step)
+
+
+def test_ctrl_c_stops_at_the_next_step_boundary(tmp_path):
+    """The interrupt is acted on after the step it lands in, never inside it (where a library could swallow it):
+    the step indexed 3 completes, so the run stops at step 4 with the checkpoint of step 3 kept."""
+    trainer = Trainer(_CtrlCAtStep3(), tiny_dataset(n=96), TrainConfig(epochs=5, batch_size=16, checkpoint_every=3,
+                                                                        progress=False), out_dir=tmp_path)
+    with pytest.raises(Interrupted, match="interrupted at step 4; the checkpoint of step 3 is kept"):
+        trainer.fit()
+    _, meta = load_tensors(tmp_path / CHECKPOINT)
+    assert json.loads(meta["trainer"])["step"] == 3
+    import signal
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

@@ -87,6 +87,27 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return kinds[cfg.optimizer](params, **kwargs)
 
 
+def _ctrl_c_between_steps(trainer: "Trainer") -> Callable[[], None]:
+    """Make Ctrl-C stop training at the next step boundary (trainer._ctrl_c), not wherever it lands: an
+    interrupt raised inside a library call (a checkpoint being written, an extension's loop) can be
+    swallowed there, and the run would go on. A second Ctrl-C interrupts at once. Returns the function
+    that puts the previous handler back. Only the main thread can own the handler; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    trainer._ctrl_c = False
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        if trainer._ctrl_c:
+            raise KeyboardInterrupt
+        trainer._ctrl_c = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class TrainerState:
     step: int = 0
@@ -352,8 +373,11 @@ class Trainer:
         count = 0
         last_good = self.state.step if resume_from is not None else None  # the step of the last checkpoint
         t0 = time.perf_counter()
+        restore_ctrl_c = _ctrl_c_between_steps(self)
         try:
             while self.state.step < self.total_steps and not self.state.stop_reason:
+                if self._ctrl_c:
+                    raise KeyboardInterrupt
                 step = self.state.step
                 out = self.train_step(step)
                 for k, v in out.items():
@@ -416,6 +440,7 @@ class Trainer:
             raise Interrupted(f"interrupted at step {self.state.step}; the checkpoint of step {last_good} is kept — "
                               f"continue with {where}") from None
         finally:
+            restore_ctrl_c()
             bar.close()
             if self.tb is not None:
                 self.tb.close()
