@@ -211,8 +211,9 @@ def _interrupt(argv, tmp_path, when) -> subprocess.CompletedProcess:
     import signal
     import time
 
+    # SIGINT as in a terminal: a test run started in the background inherits it ignored
     proc = subprocess.Popen([sys.executable, "-m", "dgm", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not when() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

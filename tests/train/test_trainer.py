@@ -232,11 +232,16 @@ class _CtrlCAtStep3(LinearAutoencoder):
 def test_ctrl_c_stops_at_the_next_step_boundary(tmp_path):
     """The interrupt is acted on after the step it lands in, never inside it (where a library could swallow it):
     the step indexed 3 completes, so the run stops at step 4 with the checkpoint of step 3 kept."""
+    import signal
+
     trainer = Trainer(_CtrlCAtStep3(), tiny_dataset(n=96), TrainConfig(epochs=5, batch_size=16, checkpoint_every=3,
                                                                         progress=False), out_dir=tmp_path)
-    with pytest.raises(Interrupted, match="interrupted at step 4; the checkpoint of step 3 is kept"):
-        trainer.fit()
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
+    try:
+        with pytest.raises(Interrupted, match="interrupted at step 4; the checkpoint of step 3 is kept"):
+            trainer.fit()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    finally:
+        signal.signal(signal.SIGINT, outer)
     _, meta = load_tensors(tmp_path / CHECKPOINT)
     assert json.loads(meta["trainer"])["step"] == 3
-    import signal
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

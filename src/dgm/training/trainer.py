@@ -89,14 +89,16 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def _ctrl_c_between_steps(trainer: "Trainer") -> Callable[[], None]:
     """Make Ctrl-C stop training at the next step boundary (trainer._ctrl_c), not wherever it lands: an
-    interrupt raised inside a library call (a checkpoint being written, an extension's loop) can be
-    swallowed there, and the run would go on. A second Ctrl-C interrupts at once. Returns the function
-    that puts the previous handler back. Only the main thread can own the handler; elsewhere nothing changes."""
+    interrupt raised inside a library call (a checkpoint being written, a picture being drawn) would leave
+    that call half done, or meet code that catches BaseException. A second Ctrl-C interrupts at once. Returns the function
+    that puts the previous handler back. Only in the main thread and over Python's default handler: a
+    process that ignores SIGINT, or a caller with a handler of its own, keeps it."""
     import signal
     import threading
 
     trainer._ctrl_c = False
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):  # ignored (nohup) or the caller's
         return lambda: None
 
     def handler(signum, frame):
