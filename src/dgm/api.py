@@ -344,18 +344,22 @@ def evaluate(run: str | Path | Run, metrics: list[str] | None = None, *, split: 
 
 def sample(run: str | Path | Run, n: int = 64, *, seed: int = 0, label: int | None = None) -> torch.Tensor:
     """n samples [n, C, H, W] in [0, 1] (or points [n, D]) of a run's best weights, from seeded noise."""
-    from dgm.models import require
-
     if n < 1:
         raise DgmError(f"--n must be at least 1, got {n}")
-    model = run.model if isinstance(run, Run) else Run(run).model
+    return draw(run.model if isinstance(run, Run) else Run(run).model, n, seed=seed, label=label)
+
+
+@torch.no_grad()
+def draw(model: nn.Module, n: int, *, seed: int = 0, label: int | None = None) -> torch.Tensor:
+    """n samples of a loaded model from seeded noise (a label only for a conditional model); what `sample`
+    and the sample pictures draw."""
+    from dgm.models import require
+
     require(model, "sample", purpose="sample")
     if label is not None and not getattr(model, "conditional", False):
         raise DgmError(f"{type(model).__name__} is not class-conditional, so it cannot sample a given label")
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        return model.sample(n, generator=generator) if label is None else model.sample(n, y=label,
-                                                                                       generator=generator)
+    return model.sample(n, generator=generator) if label is None else model.sample(n, y=label, generator=generator)
 
 
 # --- scores and the weights they are of ------------------------------------------------------

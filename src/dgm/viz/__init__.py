@@ -71,11 +71,9 @@ def samples(model: nn.Module, path: Path, n: int = 64, seed: int = 0, centres: t
             y: int | None = None) -> Path:
     """A grid of samples from fixed noise (the same seed gives the same z every epoch);
     for 2-D points a scatter over the mixture's `centres`; `y` picks the class of a conditional model."""
-    require(model, "sample")
-    if y is not None and not getattr(model, "conditional", False):
-        raise DgmError(f"{type(model).__name__} is not class-conditional, so it cannot sample a given label")
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    x = model.sample(n, generator=generator) if y is None else model.sample(n, y=y, generator=generator)
+    from dgm.api import draw
+
+    x = draw(model, n, seed=seed, label=y)
     if x.dim() == 2:  # points [N, 2] (toy mixtures): a scatter, not an image grid
         from dgm.viz.points import scatter_points
 
