@@ -140,7 +140,8 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     model.eval()
     can_sample = callable(getattr(model, "sample", None))
     paths = [_sample_picture(model, dataset, run_dir / "samples.png")] if can_sample else []
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
+    images = len(dataset.shape) == 3  # points (the toy sets) have no picture of their reconstructions
+    if images and callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         idx = torch.linspace(0, len(dataset.test) - 1, 32).long()
         x = dataset.to_float(dataset.test.x[idx].to(device))
         y = None if dataset.test.y is None else dataset.test.y[idx].to(device)
@@ -221,6 +222,8 @@ def train(model: str, data: str = "digits", out: str | Path | None = None, *, da
     torch.manual_seed(cfg.seed)
     net = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
                                                           "name": model}))
+    if callable(getattr(net, "fit_before_training", None)):  # e.g. pseudo-inputs that start as training images
+        net.fit_before_training(dataset.to_float(dataset.train.x))
     created = not run_dir.exists()
     try:
         if world()[0] == 0:

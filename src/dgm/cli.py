@@ -200,7 +200,11 @@ def cmd_plot(args) -> None:
             idx = torch.randperm(len(test), generator=g)[:16]
             x = dataset.to_float(test.x[idx])
             y = None if test.y is None else test.y[idx]  # the images' labels, for a conditional model
-            if args.kind == "interpolate":
+            if args.kind == "analogies":
+                from dgm.viz.analogies import analogies
+
+                analogies(model, x[:8], out, y=None if y is None else y[:8])
+            elif args.kind == "interpolate":
                 viz.interpolations(model, x[:8], x[8:], out, mode=args.mode, y_a=None if y is None else y[:8],
                                    y_b=None if y is None else y[8:])
             else:
@@ -328,14 +332,17 @@ def make_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="pictures: interpolations, traversals, the 2-D manifold, embeddings, "
-                                     "nearest training images, label progressions")
+                                     "nearest training images, label progressions, analogies")
     pl.add_argument("run", help="the run folder")
-    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest", "progression"],
+    pl.add_argument("kind", choices=["interpolate", "traverse", "manifold", "embedding", "nearest", "progression",
+                                     "analogies"],
                     help="interpolate (between encoded test images, or in z), traverse (one latent at a time, "
                          "ordered by KL), manifold (latent_dim=2), embedding (test codes in 2-D, see --method), "
                          "nearest (samples beside their nearest training images), progression (conditional "
                          "models: fixed z decoded with y_alpha = (1 - alpha) y_from + alpha y_to; rows 0->1, "
-                         "1->2, ... or, with --from-label/--to-label, 8 codes z for that pair)")
+                         "1->2, ... or, with --from-label/--to-label, 8 codes z for that pair), analogies "
+                         "(conditional models with an encoder: 8 test images, each one's code z decoded with every "
+                         "label)")
     pl.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="interpolation path")
     pl.add_argument("--method", default="auto", choices=["auto", "pca", "tsne", "code"],
                     help="embedding: pca (of the pixels, no model needed), tsne (of the codes), code (the codes "

@@ -42,7 +42,7 @@ def test_elbo_below_iwae_k_increasing_in_k_in_expectation():
     reps = 200
     xr, yr = x.double().repeat(reps, 1, 1, 1), y.repeat(reps)
     with torch.no_grad():
-        draws = {"elbo": cvae.elbo(xr, yr)} | {k: cvae.iwae(xr, yr, k) for k in (1, 5, 50)}
+        draws = {"elbo": cvae.elbo(xr, y=yr)} | {k: cvae.iwae(xr, k, y=yr) for k in (1, 5, 50)}
     draws = {key: d.reshape(reps, len(x)) for key, d in draws.items()}  # [draw, example]
     mean = {key: d.mean(0) for key, d in draws.items()}
     se = {key: d.std(0) / math.sqrt(reps) for key, d in draws.items()}
@@ -89,8 +89,8 @@ def test_bounds_against_log_p_x_given_y_by_quadrature():
     reps = 400
     xr, yr = x.repeat(reps, 1, 1, 1), y.repeat(reps)
     with torch.no_grad():
-        draws = {"elbo": cvae.elbo(xr, yr, n_samples=10)} | {k: cvae.iwae(xr, yr, k) for k in (5, 50)}
-        large = cvae.iwae(x, y, 20_000)
+        draws = {"elbo": cvae.elbo(xr, n_samples=10, y=yr)} | {k: cvae.iwae(xr, k, y=yr) for k in (5, 50)}
+        large = cvae.iwae(x, 20_000, y=y)
     gap = {key: exact - d.reshape(reps, -1).mean(0) for key, d in draws.items()}  # log p(x|y) - bound, [48]
     se = {key: d.reshape(reps, -1).std(0) / math.sqrt(reps) for key, d in draws.items()}
     # every example: the ELBO is below log p(x|y), and no IWAE_k is above it beyond its noise
@@ -144,8 +144,8 @@ def test_with_a_constant_label_the_cvae_is_the_vae(options):
     _fold_condition_into_biases(vae, cvae, label)
     x = _digits(5)[0].double()
     y = torch.full((5,), label)
-    pairs = {"elbo": (lambda: vae.elbo(x, n_samples=3), lambda: cvae.elbo(x, y, n_samples=3)),
-             "iwae": (lambda: vae.iwae(x, 7), lambda: cvae.iwae(x, y, 7)),
+    pairs = {"elbo": (lambda: vae.elbo(x, n_samples=3), lambda: cvae.elbo(x, n_samples=3, y=y)),
+             "iwae": (lambda: vae.iwae(x, 7), lambda: cvae.iwae(x, 7, y=y)),
              "loss": (lambda: vae.loss((x, None))["loss"], lambda: cvae.loss((x, y))["loss"])}
     with torch.no_grad():
         for name, (of_vae, of_cvae) in pairs.items():
@@ -158,7 +158,7 @@ def test_with_a_constant_label_the_cvae_is_the_vae(options):
         z = torch.randn(4, 3, dtype=torch.float64)
         assert torch.allclose(cvae.decode(z, label), vae.decode(z), atol=1e-12)
         torch.manual_seed(1)
-        other = cvae.elbo(x, torch.full((5,), 2))
+        other = cvae.elbo(x, y=torch.full((5,), 2))
         torch.manual_seed(1)
         assert not torch.allclose(other, vae.elbo(x))  # the label does matter
 

@@ -11,10 +11,12 @@ A conditional model's bounds (the conditional VAE's) are given each image's labe
 log p(x | y), not log p(x): they are reported as `conditional_elbo`, `conditional_log_likelihood`
 and `conditional_bits_per_dim`, with a `likelihood_note` saying so, and are not comparable with
 an unconditional model's `log_likelihood`. (`log_prob` is called without labels: a conditional
-autoregressive model then gives the marginal log p(x).)
+autoregressive model then gives the marginal log p(x).) A conditional model whose `elbo` takes no labels (M2, which
+sums y out) bounds log p(x) and is scored as an unconditional one (`bounds_take_labels`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -28,6 +30,18 @@ CONDITIONAL_NOTE = ("the conditional_ scores bound log p(x | y), the log-probabi
                     "label y, not log p(x); they are not comparable with an unconditional model's log_likelihood")
 
 
+def bounds_take_labels(model: nn.Module) -> bool:
+    """Whether the model's elbo/iwae are given the images' labels y and so bound log p(x | y) (the cvae's): a
+    conditional model whose `elbo` has a parameter y. M2 is conditional (it samples and decodes a given label) but its
+    bounds take no y: they are of log p(x)."""
+    if not getattr(model, "conditional", False):
+        return False
+    try:
+        return "y" in inspect.signature(model.elbo).parameters
+    except (TypeError, ValueError):  # no signature to read: trust `conditional`
+        return True
+
+
 def strided_subset(n_total: int, n: int | None) -> torch.Tensor:
     """n indices spread evenly over the split (splits may be stored grouped by class)."""
     if n is None or n >= n_total:
@@ -37,7 +51,7 @@ def strided_subset(n_total: int, n: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", k: int = 1000,
-                       n_examples: int | None = None, chunk_size: int = 8192, seed: int = 0,
+                       n_examples: int | None = None, chunk_size: int | None = None, seed: int = 0,
                        progress: bool = True) -> dict[str, float | int | str]:
     """Mean per-example likelihood metrics the model supports on `split`; {} if it has none.
 
@@ -51,10 +65,12 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
     has_exact = callable(getattr(model, "log_prob", None))
     if not (has_bounds or has_exact):
         return {}
-    conditional = has_bounds and getattr(model, "conditional", False)
+    conditional = has_bounds and bounds_take_labels(model)
     prefix = "conditional_" if conditional else ""
     if k < 1:
         raise DgmError(f"k must be at least 1, got {k}")
+    # (sample x example) pairs per call: the model's own setting (a PixelVAE's are maps), else 8192
+    chunk_size = chunk_size or getattr(getattr(model, "cfg", None), "chunk_size", 8192)
     model_levels = getattr(getattr(model, "cfg", None), "levels", dataset.model_levels)
     if model_levels != dataset.model_levels:
         raise DgmError(f"the model was trained on data with {model_levels} levels per pixel but '{dataset.name}' "

@@ -15,6 +15,13 @@ is off and what to do instead (`require` uses it). Optional hooks:
   in buffers is saved with the weights (the autoencoders' density of their codes).
 - `plan_training(steps_per_epoch, total_steps)`: called by the Trainer before the first
   step, for a model whose phases are counted in epochs (the stacked autoencoder).
+- `fit_before_training(train_x)`: called by `dgm.api.train` once, on a fresh run (never on
+  resume: what it sets is in the checkpoint), with the training images [N, C, H, W] as floats
+  in [0, 1] (the VampPrior's pseudo-inputs start as training images).
+- `training_labels(train_y) -> train_y`: called by the Trainer with the training split's labels;
+  the labels it returns are the ones batches carry, -1 for an example whose label the model must
+  not see (the semi-supervised M2 keeps `labels=N` of them). A fixed function of the config, so
+  resume sees the same labels.
 - `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
   metric (the sparse autoencoder's activations).
 
@@ -75,11 +82,12 @@ def register_model(name: str, config_cls: type, family: str, seeds: tuple[str, .
 
 
 def _ensure_loaded() -> None:
-    from dgm.models import vae  # noqa: F401  (registers)
-    from dgm.models import gan  # noqa: F401  (registers)
-    from dgm.models import autoregressive  # noqa: F401  (registers)
-    from dgm.models import autoencoder  # noqa: F401  (registers)
-    from dgm.models import cvae  # noqa: F401  (registers)
+    """Import every module of this package: each registers its models, so a new model is one new file."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:

@@ -125,8 +125,9 @@ class AutoregressiveModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, x: torch.Tensor, first_row: int, y, generator: torch.Generator | None,
-                 method: str | None) -> torch.Tensor:
-        """Fill rows first_row.. of x in raster order; pixel (i, j) channel c uses uniform u[:, c, i, j]."""
+                 method: str | None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """Fill rows first_row.. of x in raster order; pixel (i, j) channel c is the inverse CDF of its
+        conditional at the uniform u[:, c, i, j] (drawn from `generator` unless given, [n, C, H, W])."""
         method = method or getattr(self.cfg, "sampler", "naive")
         if method not in SAMPLERS:
             raise DgmError(f"unknown sampler '{method}'; choose {' or '.join(SAMPLERS)}")
@@ -137,7 +138,8 @@ class AutoregressiveModel(nn.Module):
         n, channels, height, width = x.shape
         x = x.clone()
         y = self.labels(y, n, x.device)
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if u is None:
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         if method == "cached":
             step = self.stepper(n, y)
         else:
@@ -307,7 +309,9 @@ class GatedPixelCNN(AutoregressiveModel):
         of every layer; each pixel then runs the horizontal stack at that pixel only."""
         height, width = self.cfg.data_shape[1:]
         states = start_all(self, batch, height, width)
-        biases = [tuple(b if isinstance(b, float) else b[:, :, 0, 0] for b in layer.biases(y)) for layer in self.layers]
+        # conditioning biases as maps [B, 2c, H, W] (a class bias is the same at every pixel; PixelVAE's vary)
+        biases = [tuple(b if isinstance(b, float) else b.expand(-1, -1, height, width) for b in layer.biases(y))
+                  for layer in self.layers]
         above = [None] * len(self.layers)  # v_pre of the previous row per layer, [B, 2c, W]
         done = [-1]  # the last row the vertical stack has computed
 
@@ -316,7 +320,7 @@ class GatedPixelCNN(AutoregressiveModel):
             for n, layer in enumerate(self.layers):
                 v_pre = layer.vertical.row(states[layer.vertical], v, i)
                 if not isinstance(biases[n][0], float):
-                    v_pre = v_pre + biases[n][0][:, :, None]
+                    v_pre = v_pre + biases[n][0][:, :, i]
                 above[n], v = v_pre, gate(v_pre)
             done[0] = i
 
@@ -328,8 +332,8 @@ class GatedPixelCNN(AutoregressiveModel):
                 v_above = above[n][:, :, j] if i > 0 else x.new_zeros(batch, layer.v_to_h.in_channels)
                 h_conv = (layer.horizontal.at(states[layer.horizontal], image, i, j) if n == 0
                           else layer.horizontal.step(states[layer.horizontal], h, i, j))
-                h_pre = (h_conv
-                         + F.linear(v_above, layer.v_to_h.weight[:, :, 0, 0], layer.v_to_h.bias) + biases[n][1])
+                bias_h = biases[n][1] if isinstance(biases[n][1], float) else biases[n][1][:, :, i, j]
+                h_pre = h_conv + F.linear(v_above, layer.v_to_h.weight[:, :, 0, 0], layer.v_to_h.bias) + bias_h
                 h_new = layer.h_out.step(states[layer.h_out], gate(h_pre), i, j)
                 h = h + h_new if layer.residual else h_new
             return step_sequential(self.head, states, h, i, j)

@@ -25,13 +25,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import distributions as D
 from torch import nn
 
 from dgm.errors import DgmError
 from dgm.models import class_labels, register_model
-from dgm.models.vae import (VAE, VAEConfig, codec_networks, diagonal_normal, elbo_parts, importance_log_weights,
-                            iwae_bound)
+from dgm.models.vae import VAE, VAEConfig, codec_networks
 
 
 @dataclass
@@ -57,6 +55,9 @@ class CVAE(VAE):
         if not cfg.num_classes:
             raise DgmError(f"{cfg.name or 'cvae'} conditions on class labels and this dataset has none; train it on "
                            "a dataset with labels (digits, mnist, or an npz with y_train)")
+        if cfg.prior == "vampprior":
+            raise DgmError("the VampPrior's pseudo-inputs have no labels, so the cvae cannot use it; choose "
+                           "prior=standard, mog or flow")
         super().__init__(cfg)
 
     @property
@@ -65,7 +66,7 @@ class CVAE(VAE):
         return self.cfg.num_classes
 
     def networks(self, out_channels: int) -> tuple[nn.Module, nn.Module]:
-        return codec_networks(self.cfg, 2 * self.cfg.latent_dim, out_channels, self.condition_dim)
+        return codec_networks(self.cfg, self.code_size, out_channels, self.condition_dim)
 
     def condition(self, y, n: int | None = None) -> torch.Tensor:
         """The condition vectors [n, d] of y: one-hot vectors of class labels (an int, or [n] integers; None
@@ -83,66 +84,29 @@ class CVAE(VAE):
         labels = class_labels(y, n, self.condition_dim, weight.device)
         return F.one_hot(labels, self.condition_dim).to(weight.dtype)
 
-    # --- the model's parts -------------------------------------------------------------
-    def posterior(self, x: torch.Tensor, y) -> D.Normal:
-        """q(z|x,y) = N(mu(x,y), diag sigma^2(x,y)), batch shape [B, latent_dim]."""
-        c = self.condition(y, x.shape[0])
-        return diagonal_normal(self.encoder(with_condition(x, c, self.cfg.architecture)).to(x.dtype))
+    def conditions(self, y, n: int) -> torch.Tensor:
+        """The condition vectors [n, d] of the images' labels y (required: the bounds are of log p(x|y))."""
+        if y is None:
+            raise DgmError(f"{self.cfg.name or 'cvae'} is conditional: give the images' labels y "
+                           "(dgm.models.given(model, y))")
+        return self.condition(y, n)
+
+    def encoder_input(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return with_condition(x, c, self.cfg.architecture)
 
     def decoder_input(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """[z, c] for z [..., B, D] and conditions c [B, d]: [..., B, D + d]."""
         return torch.cat([z, c.to(z.dtype).expand(*z.shape[:-1], c.shape[-1])], dim=-1)
 
-    def log_px_z(self, z: torch.Tensor, x: torch.Tensor, y) -> torch.Tensor:
-        """log p(x|z,y) for z [..., B, D] and x [B, C, H, W] -> [..., B]."""
-        c = self.condition(y, x.shape[0])
-        return self.likelihood.log_prob(self.decoder(self.decoder_input(z, c)).to(x.dtype), x)
-
-    def log_weights(self, x: torch.Tensor, y, k: int) -> torch.Tensor:
-        """log w_s = log p(x|z_s,y) + log p(z_s) - log q(z_s|x,y) for k samples z_s ~ q(z|x,y): [k, B]."""
-        c = self.condition(y, x.shape[0])
-        return importance_log_weights(self.posterior(x, c), lambda z: self.log_px_z(z, x, c), k)
-
-    # --- capabilities ------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, y) -> torch.Tensor:
-        """The mean of q(z|x,y), used as the code of x."""
-        return self.posterior(x, y).mean
-
-    def decode(self, z: torch.Tensor, y) -> torch.Tensor:
-        """The mean image of p(x|z,y), in [0, 1], for codes z [n, D] and labels or condition vectors y."""
-        c = self.condition(y, z.shape[0])
-        return self.likelihood.mean(self.decoder(self.decoder_input(z, c)))
-
-    def reconstruct(self, x: torch.Tensor, y) -> torch.Tensor:
-        return self.decode(self.encode(x, y), y)
-
     def sample(self, n: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean images of p(x|z,y) for z ~ p(z) = N(0, I); y a label, [n] labels or [n, d] condition vectors,
-        None cycling through the classes."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        return self.decode(z, self.condition(y, n))
+        """Mean images of p(x|z,y) for z ~ p(z); y a label, [n] labels or [n, d] condition vectors, None
+        cycling through the classes."""
+        return self.decode(self.sample_latent(n, generator), self.condition(y, n))
 
-    def elbo_terms(self, x: torch.Tensor, y, n_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E_q[log p(x|z,y)] by Monte Carlo over n_samples, KL(q(z|x,y) || p(z)) in closed form), each [B]."""
-        c = self.condition(y, x.shape[0])
-        return elbo_parts(self.posterior(x, c), lambda z: self.log_px_z(z, x, c), n_samples)
-
-    def elbo(self, x: torch.Tensor, y, n_samples: int = 1) -> torch.Tensor:
-        """ELBO(x|y) = E_q[log p(x|z,y)] - KL(q(z|x,y) || p(z)) <= log p(x|y), nats per example: [B]."""
-        log_px_z, kl = self.elbo_terms(x, y, n_samples)
-        return log_px_z - kl
-
-    def iwae(self, x: torch.Tensor, y, k: int, chunk_size: int | None = None) -> torch.Tensor:
-        """IWAE_k(x|y) = log 1/k sum_s w_s <= log p(x|y), in chunks as the VAE's: [B]."""
-        c = self.condition(y, x.shape[0])
-        return iwae_bound(lambda j: self.log_weights(x, c, j), k, x.shape[0], chunk_size or self.cfg.chunk_size)
-
-    def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
+    def loss(self, batch, step: int | None = None, y=None) -> dict[str, torch.Tensor]:
         """The VAE's loss on the batch's images given their labels: -ELBO(x|y) (with beta and warm-up) or
         -IWAE_k(x|y), averaged over the batch; terms in nats."""
-        x, y = batch[0], batch[1] if len(batch) > 1 else None
+        y = batch[1] if len(batch) > 1 else None
         if y is None:
             raise DgmError(f"{self.cfg.name} is conditional and needs a dataset with class labels")
-        c = self.condition(y, x.shape[0])
-        return self.objective(lambda k: self.iwae(x, c, k), lambda n: self.elbo_terms(x, c, n), step)
+        return super().loss(batch, step, y=self.condition(y, batch[0].shape[0]))

@@ -4,6 +4,7 @@ The trainer knows a model only through its protocol:
 - `loss(batch, step) -> {"loss": ..., other scalars}`: one optimizer, built here; or
 - `optimizers(train_cfg) -> {name: optimizer}` and `train_step(batch, optimizers, step) -> dict`:
   the model runs its own alternating updates (GANs: critic steps, clipping, penalties) or phases;
+- optionally `training_labels(train_y)`, the labels batches carry (-1 for one the model must not see);
 - optionally `plan_training(steps_per_epoch, total_steps)`, told before the first step, for a
   model whose phases are counted in epochs (the stacked autoencoder's greedy pretraining).
 
@@ -157,6 +158,8 @@ class Trainer:
         split = self.dataset.train
         self.train_x = split.x.to(self.device)
         self.train_y = split.y.to(self.device) if split.y is not None else None
+        if self.train_y is not None and callable(getattr(self.model, "training_labels", None)):
+            self.train_y = self.model.training_labels(self.train_y)  # -1 where a label is hidden (M2)
         global_batch = self.cfg.batch_size * self.world_size
         n = len(split)
         if n < global_batch and self.world_size > 1:

@@ -265,14 +265,16 @@ def progression(model: nn.Module, path: Path, pairs: list[tuple[int, int]] | Non
 
 def latent_activity(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
     """How much each latent dimension is used on images x (labels y for a conditional model): the mean
-    KL(q(z_d|x) || N(0, 1)) per dimension for a model with a Gaussian `posterior`, else the variance of its
-    codes over x; and the measure's name."""
+    KL(q(z_d|x) || N(0, 1)) per dimension for a model with a Gaussian `posterior` over its codes, else the
+    variance of its codes over x; and the measure's name."""
     labels = given(model, y)
+    codes = model.encode(x, **labels)
     if callable(getattr(model, "posterior", None)):
         q = model.posterior(x, **labels)
-        var = q.scale.pow(2)
-        return (0.5 * (q.loc.pow(2) + var - 1 - var.log())).mean(0), "KL"
-    return model.encode(x, **labels).var(0), "var"
+        if q.loc.shape == codes.shape:  # a posterior over the whole code (not one layer of a hierarchical VAE)
+            var = q.scale.pow(2)
+            return (0.5 * (q.loc.pow(2) + var - 1 - var.log())).mean(0), "KL"
+    return codes.var(0), "var"
 
 
 @torch.no_grad()
