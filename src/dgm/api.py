@@ -26,7 +26,7 @@ from torch import nn
 from dgm.errors import DgmError, Interrupted
 
 RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
-EVAL_METRICS = ("likelihood", "representation", "modes", "fid", "kid", "inception_score", "precision_recall",
+EVAL_METRICS = ("likelihood", "representation", "classification", "modes", "fid", "kid", "inception_score", "precision_recall",
                 "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
@@ -274,7 +274,8 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
     """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
-    from dgm.evaluation import likelihood_metrics, mode_metrics, representation_metrics, sample_quality
+    from dgm.evaluation import (classification_metrics, likelihood_metrics, mode_metrics, representation_metrics,
+                                sample_quality)
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
     from dgm.models import require
 
@@ -292,6 +293,12 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
         found = representation_metrics(model, dataset, split, seed=seed)
         if metrics and not found:
             raise DgmError(f"{type(model).__name__} has no encode(), so it has no codes to score")
+        results.update(found)
+    if "classification" in chosen:
+        found = classification_metrics(model, dataset, split, seed=seed)
+        if metrics and not found:
+            raise DgmError(f"{type(model).__name__} has no classify() (or this data has no labels), so it has no "
+                           "classification error")
         results.update(found)
     if "modes" in chosen:
         found = mode_metrics(model, dataset, seed=seed)

@@ -304,9 +304,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run", help="the run folder")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, modes, fid, kid, "
-                                     "inception_score, precision_recall, diversity, memorisation, critic (default: "
-                                     "all the model supports)")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, classification, modes, "
+                                     "fid, kid, inception_score, precision_recall, diversity, memorisation, critic "
+                                     "(default: all the model supports)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="split for likelihoods and representation scores")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")

@@ -186,6 +186,42 @@ def test_hidden_labels_never_reach_the_loss():
     assert torch.equal(m2.loss((x, torch.tensor([3, -7, 5, -2, -1, 0])))["loss"], loss)
 
 
+def test_the_trainer_draws_a_labelled_batch_from_the_kept_labels_and_the_loss_is_j():
+    """With labelled_batch=n the trainer appends n kept examples to each batch (a fixed draw per step), and the
+    loss is -[(1 - N_l/N) mean_u U + N_l/N mean_l L + alpha mean_l log q(y_l|x_l)], checked term by term with
+    the same noise."""
+    data = load_dataset("digits")
+    m2 = create_model("m2", {**DIGITS, "labels": 20, "labelled_batch": 7, "hidden_dims": (16,), "latent_dim": 2,
+                             "alpha": 0.5}).double()
+    trainer = Trainer(m2, data, TrainConfig(steps=2, batch_size=32, progress=False, device="cpu"))
+    kept = (trainer.train_y >= 0).nonzero().squeeze(1)
+    seen = []
+    m2.loss = lambda batch, step=None: seen.append(batch) or {"loss": 0 * sum(p.sum() for p in m2.parameters())}
+    for step in (0, 1, 0):
+        trainer.train_step(step)
+    (x, y, x_l, y_l), again = seen[0][:4], seen[2]
+    x, x_l = x.double(), x_l.double()
+    assert len(seen[0]) == 4 and x_l.shape == (7, 1, 8, 8) and torch.all(y_l >= 0)
+    train = data.to_float(data.train.x)
+    picked = [int((train[kept] - xi).flatten(1).abs().sum(1).argmin()) for xi in x_l]
+    assert torch.equal(y_l, trainer.train_y[kept[picked]])  # kept examples with their own labels
+    assert torch.equal(again[2].double(), x_l) and not torch.equal(seen[1][2], x_l)  # a function of the step
+    del m2.loss
+    ratio = m2.label_ratio.item()
+    assert ratio == len(data.train.y) / 20
+    torch.manual_seed(5)
+    out = m2.loss((x, y, x_l, y_l))
+    torch.manual_seed(5)
+    log_q_l = m2.log_q_y(x_l)
+    labelled = m2.labelled_bound(x_l, y_l)
+    unl = y < 0
+    unlabelled = m2.elbo(x[unl])
+    expected = ((1 - 1 / ratio) * unlabelled.mean() + labelled.mean() / ratio
+                + 0.5 * log_q_l.gather(1, y_l[:, None]).mean())
+    assert torch.allclose(out["loss"], -expected, atol=1e-10)
+    assert torch.allclose(out["bound"], (1 - 1 / ratio) * unlabelled.mean() + labelled.mean() / ratio, atol=1e-10)
+
+
 def test_resume_sees_the_same_labels_and_is_bitwise(tmp_path):
     data = load_dataset("digits")
     torch.manual_seed(0)
@@ -238,7 +274,7 @@ def test_a_trained_run_classifies_better_than_chance_and_scores_log_p_x(run, cap
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"train/bound", "train/nll_y", "train/error_y", "valid/loss", "valid/bound", "valid/error_y"} <= {
         key for record in records for key in record}
-    assert main(["eval", str(run), "--metrics", "likelihood,representation", "--k", "20", "--json"]) == 0
+    assert main(["eval", str(run), "--metrics", "likelihood,classification", "--k", "20", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0 <= scores["classification_error"] < 0.75  # chance is 0.9
     assert not any(key.startswith("conditional_") for key in scores) and "likelihood_note" not in scores

@@ -15,8 +15,6 @@ Both classifiers are fitted on the codes of at most MAX_TRAIN_CODES training ima
 A conditional model (the conditional VAE) encodes and decodes each image with its own label: its
 codes are those of q(z | x, y), so the classifiers measure how much of the label is left in z.
 
-A model that classifies (`classify`, M2's q(y|x)) also gets `classification_error` (classification.py).
-
 `pca_reconstruction_error` is the same measure for PCA, the baseline of the 2006 paper's table.
 """
 from __future__ import annotations
@@ -60,13 +58,9 @@ def probe_accuracies(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch
 
 def representation_metrics(model: nn.Module, dataset: Dataset, split: str = "test",
                            seed: int = 0) -> dict[str, float | int]:
-    """The scores above on `split`, and `classification_metrics`; {} for a model with neither `encode` nor
-    `classify`."""
-    from dgm.evaluation.classification import classification_metrics
-
-    classified = classification_metrics(model, dataset, split, seed=seed)
+    """The scores above on `split`; {} for a model without `encode`."""
     if not callable(getattr(model, "encode", None)):
-        return classified
+        return {}
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)  # dynamic binarization draws the images
@@ -74,7 +68,7 @@ def representation_metrics(model: nn.Module, dataset: Dataset, split: str = "tes
     x = dataset.to_float(data.x)
     labels = given(model, data.y)
     z = _batched(model.encode, device, x, **labels)
-    out: dict[str, float | int] = dict(classified)
+    out: dict[str, float | int] = {}
     if callable(getattr(model, "decode", None)):
         x_hat = _batched(model.decode, device, z, **labels)
         out["sse_per_image"] = (x - x_hat).pow(2).flatten(1).sum(1).mean().item()

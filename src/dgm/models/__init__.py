@@ -21,7 +21,8 @@ is off and what to do instead (`require` uses it). Optional hooks:
 - `training_labels(train_y) -> train_y`: called by the Trainer with the training split's labels;
   the labels it returns are the ones batches carry, -1 for an example whose label the model must
   not see (the semi-supervised M2 keeps `labels=N` of them). A fixed function of the config, so
-  resume sees the same labels.
+  resume sees the same labels. With an attribute `labelled_batch_size` n > 0 (and some labels hidden) every
+  training batch (x, y) also carries n labelled examples drawn from the kept ones: (x, y, x_l, y_l).
 - `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
   metric (the sparse autoencoder's activations).
 

@@ -26,11 +26,12 @@ labelled (y >= 0) and unlabelled (y == -1) examples together:
 
 the labelled examples' classifier term weighted by N / N_l (N_l labels kept) because a batch holds a fraction
 N_l / N of them. `label_ratio` (a buffer, so a loaded model's loss is the trained one's) holds N / N_l, set by
-`training_labels`. Nothing oversamples the labelled examples: with 100 labels of 50,000 a batch of 100 holds 0.2
-on average, and the rare batch that holds one weights its classifier term 500 alpha, so the objective is right
-in expectation but noisy; the paper's implementations draw a labelled batch beside each unlabelled one instead
-(the trainer has no hook for that yet). The trainer's validation passes every label of the validation split, so
-the validation loss is the fully labelled objective there, classifier term included (labels=0 ignores every
+`training_labels`. That estimate does not oversample the labelled examples: with 100 labels of 50,000 a batch of
+100 holds 0.2 on average, and the rare batch that holds one weights its classifier term 500 alpha, so it is right
+in expectation but noisy. So by default (`labelled_batch=100`) the trainer draws a batch of labelled examples
+beside each batch, as the paper's implementations do, and the loss is `labelled_batch_loss`'s estimate of the
+same J; `labelled_batch=0` keeps the plain estimate above. The trainer's validation passes every label of the
+validation split, so the validation loss is the fully labelled objective there, classifier term included (labels=0 ignores every
 label, the validation's too).
 
 In the training objective (only), objective=iwae makes L(x, y) the cvae's IWAE_n_samples(x|y) + log p(y), still a
@@ -79,6 +80,8 @@ class M2Config(CVAEConfig):
                                                 "label)")
     label_seed: int = number(0, min=0)  # seed of the draw of the labelled examples
     alpha: float = number(0.1, min=0)  # weight of the classifier term, per training example: the paper's alpha / N
+    labelled_batch: int = number(100, min=0)  # labelled examples drawn beside every batch when some labels are
+    # hidden (the paper's scheme); 0: none, the batch's own labelled examples carry the labels (unbiased, noisy)
 
 
 @register_model("m2", M2Config, family="vae", seeds=("004",),
@@ -201,6 +204,43 @@ class M2(CVAE):
     def reconstruct(self, x: torch.Tensor, y=None) -> torch.Tensor:
         return super().reconstruct(x, self.predict(x) if y is None else y)
 
+    @property
+    def labelled_batch_size(self) -> int:
+        """Labelled examples the trainer draws beside each batch (batches then come as (x, y, x_l, y_l))."""
+        return self.cfg.labelled_batch
+
+    def _unlabelled_bounds(self, x: torch.Tensor, log_q: torch.Tensor, kl_weight: float, n: int,
+                           objective: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U(x) in the training objective's form, U(x) itself) from log q(y|x) [B, K]: each [B]."""
+        xk, ck = self.every_class(x)
+        obj, full = (t.reshape(self.cfg.num_classes, x.shape[0])
+                     for t in self._joint_bounds(xk, ck, kl_weight, n, objective))
+        return self.unlabelled_bound(log_q, obj), self.unlabelled_bound(log_q, full)
+
+    def labelled_batch_loss(self, x: torch.Tensor, y: torch.Tensor, x_l: torch.Tensor, y_l: torch.Tensor,
+                            step: int | None) -> dict[str, torch.Tensor]:
+        """-J from a batch x whose unlabelled examples (y == -1) estimate the mean of U over the N - N_l unlabelled
+        examples and a labelled batch (x_l, y_l) drawn from the N_l kept ones:
+            J = (1 - N_l/N) mean_u U(x) + N_l/N mean_l L(x_l, y_l) + alpha mean_l log q(y_l|x_l),
+        the module docstring's J estimated without bias, the classifier term from B_l labels every step."""
+        kl_weight, n, objective_name = self.kl_weight(step), self.cfg.n_samples, self.cfg.objective
+        fraction = 1 / self.label_ratio.to(x.dtype)  # N_l / N
+        log_q_l = self.log_q_y(x_l)
+        obj_l, full_l = self._joint_bounds(x_l, self.condition(y_l, len(y_l)), kl_weight, n, objective_name)
+        chosen = log_q_l.gather(1, y_l[:, None]).squeeze(1)
+        objective = fraction * obj_l.mean() + self.cfg.alpha * chosen.mean()
+        bound = fraction * full_l.mean()
+        unl = (y < 0).nonzero().squeeze(1)
+        if len(unl):
+            u_obj, u_full = self._unlabelled_bounds(x[unl], self.log_q_y(x[unl]), kl_weight, n, objective_name)
+            objective = objective + (1 - fraction) * u_obj.mean()
+            bound = bound + (1 - fraction) * u_full.mean()
+        out = {"loss": -objective}
+        if self.likelihood.normalised:
+            out["bound"] = bound.detach()
+        return {**out, "nll_y": -chosen.mean().detach(),
+                "error_y": (log_q_l.argmax(-1) != y_l).to(x.dtype).mean().detach()}
+
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
         """-J on the batch (module docstring): labelled examples (y >= 0) give L(x, y) + alpha (N / N_l) log q(y|x),
         the others (y == -1, or every one without labels or with labels=0) U(x); summed and divided by the batch
@@ -209,6 +249,8 @@ class M2(CVAE):
         when it has none)."""
         x = batch[0]
         y = batch[1] if len(batch) > 1 and self.cfg.labels != 0 else None
+        if len(batch) == 4 and y is not None:  # the trainer drew a labelled batch beside this one
+            return self.labelled_batch_loss(x, y, batch[2], batch[3], step)
         b = x.shape[0]
         labelled = torch.zeros(b, dtype=torch.bool, device=x.device) if y is None else y >= 0
         lab, unl = labelled.nonzero().squeeze(1), (~labelled).nonzero().squeeze(1)
@@ -225,11 +267,9 @@ class M2(CVAE):
             nll_y = -log_q_lab.mean().detach()
             error_y = (log_q[lab].argmax(-1) != y_lab).to(x.dtype).mean()
         if len(unl):
-            xk, ck = self.every_class(x[unl])
-            obj, full = (t.reshape(self.cfg.num_classes, len(unl))
-                         for t in self._joint_bounds(xk, ck, kl_weight, n, objective_name))
-            objective = objective + self.unlabelled_bound(log_q[unl], obj).sum()
-            bound = bound + self.unlabelled_bound(log_q[unl], full).sum().detach()
+            u_obj, u_full = self._unlabelled_bounds(x[unl], log_q[unl], kl_weight, n, objective_name)
+            objective = objective + u_obj.sum()
+            bound = bound + u_full.sum().detach()
         out = {"loss": -objective / b}
         if self.likelihood.normalised:
             out["bound"] = (bound / b).detach()

@@ -5,6 +5,8 @@ The trainer knows a model only through its protocol:
 - `optimizers(train_cfg) -> {name: optimizer}` and `train_step(batch, optimizers, step) -> dict`:
   the model runs its own alternating updates (GANs: critic steps, clipping, penalties) or phases;
 - optionally `training_labels(train_y)`, the labels batches carry (-1 for one the model must not see);
+  with `labelled_batch_size` n > 0 and some labels hidden, each batch (x, y) gets n labelled examples
+  (x_l, y_l) drawn from the kept ones appended: (x, y, x_l, y_l) (the semi-supervised M2);
 - optionally `plan_training(steps_per_epoch, total_steps)`, told before the first step, for a
   model whose phases are counted in epochs (the stacked autoencoder's greedy pretraining).
 
@@ -160,6 +162,11 @@ class Trainer:
         self.train_y = split.y.to(self.device) if split.y is not None else None
         if self.train_y is not None and callable(getattr(self.model, "training_labels", None)):
             self.train_y = self.model.training_labels(self.train_y)  # -1 where a label is hidden (M2)
+        # a model that learns from few labels gets a batch of labelled examples beside each batch (M2)
+        self.labelled = None
+        if self.train_y is not None and getattr(self.model, "labelled_batch_size", 0):
+            kept = (self.train_y >= 0).nonzero().squeeze(1)
+            self.labelled = kept if 0 < len(kept) < len(self.train_y) else None
         global_batch = self.cfg.batch_size * self.world_size
         n = len(split)
         if n < global_batch and self.world_size > 1:
@@ -222,6 +229,11 @@ class Trainer:
             self._seed_epoch(step // self.steps_per_epoch)
         idx = self.batch_indices(step)
         batch = (self.dataset.to_float(self.train_x[idx]), None if self.train_y is None else self.train_y[idx])
+        if self.labelled is not None:  # drawn with replacement, a fixed function of (seed, step, rank)
+            g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank)
+            pick = self.labelled[torch.randint(len(self.labelled), (self.model.labelled_batch_size,), generator=g)
+                                 .to(self.device)]
+            batch = (*batch, self.dataset.to_float(self.train_x[pick]), self.train_y[pick])
         if not self.model.training:
             self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
