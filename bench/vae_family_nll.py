@@ -18,6 +18,8 @@ import torch
 
 import dgm
 from dgm.cli import main as dgm_main
+from dgm.models import config_fields, get_entry
+from dgm.training import TrainConfig
 
 from vae_nll import RECIPE
 
@@ -30,7 +32,9 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "householder10": ("vae", ["flow=householder", "flow_length=10", "flow_context=300"]),
     "iaf": ("vae", ["flow=iaf", "flow_length=2", "flow_context=300", "flow_hidden=320"]),
     "hvae-vampprior": ("hvae", ["prior=vampprior", "n_pseudo=500"]),
-    "pixelvae": ("pixelvae", []),
+    "pixelvae": ("pixelvae", ["likelihood=auto"]),  # its decoder's own Bernoulli (binary data)
+    # the gated PixelCNN of pixelvae's decoder (depth, width, kernels) alone, for the same budget
+    "gated-pixelcnn3": ("gated-pixelcnn", ["n_layers=3", "channels=32", "first_kernel=5", "kernel=3"]),
     "factor-analysis": ("factor-analysis", []),
     "density-network": ("density-network", []),
 }
@@ -51,11 +55,9 @@ def main() -> None:
     for name in args.recipes:
         model, options = RECIPES[name]
         out = Path(args.out) / name
-        # the VAE recipe's networks; models that are not VAEs keep only the options they have
-        recipe = RECIPE if model in ("vae", "hvae") else [o for o in RECIPE if o.split("=")[0] in
-                                                          ("lr", "early_stopping", "batch_size", "hidden_dims",
-                                                           "activation", "latent_dim", "likelihood",
-                                                           "kl_warmup_steps")]
+        # the VAE recipe's networks and training; a model keeps the options it has
+        known = set(config_fields(get_entry(model).config_cls)) | set(config_fields(TrainConfig))
+        recipe = [o for o in RECIPE if o.split("=")[0] in known]
         if not args.skip_train:
             t0 = time.perf_counter()
             code = dgm_main(["train", model, "--data", "binarized-mnist", "--data-dir", args.data_dir, "--out",
