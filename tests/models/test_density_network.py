@@ -10,11 +10,8 @@ from torch import distributions as D
 
 import dgm
 from dgm.cli import main
-from dgm.data import Dataset, Split
 from dgm.errors import DgmError
 from dgm.models import capabilities, create_model, require
-from dgm.training import TrainConfig, Trainer
-from dgm.training.trainer import CHECKPOINT
 
 SIGMA = 0.5
 
@@ -97,30 +94,6 @@ def test_trains_on_digits_and_eval_reports_elbo_and_log_likelihood(tmp_path):
     assert "encode" not in capabilities(run.model)
     with pytest.raises(DgmError, match="encode"):
         dgm.evaluate(run, metrics=["representation"], progress=False)
-
-
-def test_stop_and_resume_is_bitwise_identical(tmp_path):
-    """The prior samples are drawn from the trainer's per-step seeds, so a resumed run is the same run."""
-    g = torch.Generator().manual_seed(0)
-
-    def split(k):
-        return Split(torch.randint(0, 17, (k, 1, 4, 4), generator=g, dtype=torch.uint8))
-
-    data = Dataset("tiny", split(96), split(32), split(32), levels=17)
-
-    def run(out, resume_from=None, steps=8):
-        torch.manual_seed(0)
-        model = create_model("density-network", {"data_shape": (1, 4, 4), "levels": 17, "hidden_dims": (8,),
-                                                 "latent_dim": 2, "n_samples": 4})
-        Trainer(model, data, TrainConfig(steps=steps, batch_size=16, checkpoint_every=3, progress=False,
-                                         device="cpu"), out_dir=out).fit(resume_from=resume_from)
-        return model
-
-    straight = run(tmp_path / "a")
-    run(tmp_path / "b", steps=3)
-    resumed = run(tmp_path / "b", resume_from=tmp_path / "b" / CHECKPOINT)
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
 
 
 def test_zoo_lists_the_density_network_with_seed_004(capsys):
