@@ -371,12 +371,7 @@ class GAN(nn.Module):
     # --- training protocol -------------------------------------------------------------------------
     def optimizers(self, train_cfg) -> dict[str, torch.optim.Optimizer]:
         """{"generator", "discriminator"} with the model's optimizer, g_lr / d_lr and betas."""
-        defaults = {f.name: f.default for f in dataclasses.fields(train_cfg)}
-        ignored = [k for k in ("lr", "betas", "optimizer") if k in defaults
-                   and tuple(_as_tuple(getattr(train_cfg, k))) != tuple(_as_tuple(defaults[k]))]
-        if ignored:
-            raise DgmError(f"GANs take their optimizer settings from the model's g_lr, d_lr, betas and optimizer; "
-                           f"the training option(s) {', '.join(ignored)} would be ignored: set those instead")
+        refuse_ignored_training_options(train_cfg)
         cfg = self.cfg
 
         def make(params, lr):
@@ -484,6 +479,17 @@ def vector_arithmetic(model: GAN, z_a: torch.Tensor, z_b: torch.Tensor, z_c: tor
     makes the arithmetic stable, as in the DCGAN paper)."""
     z = z_a.mean(0) - z_b.mean(0) + z_c.mean(0)
     return model.generate(z[None], y)
+
+
+def refuse_ignored_training_options(train_cfg) -> None:
+    """DgmError if the trainer's lr, betas or optimizer differ from their defaults: adversarial models take them
+    from their own fields (g_lr, d_lr, betas, optimizer), so a training value would be silently ignored."""
+    defaults = {f.name: f.default for f in dataclasses.fields(train_cfg)}
+    ignored = [k for k in ("lr", "betas", "optimizer") if k in defaults
+               and tuple(_as_tuple(getattr(train_cfg, k))) != tuple(_as_tuple(defaults[k]))]
+    if ignored:
+        raise DgmError(f"adversarial models take their optimizer settings from the model's g_lr, d_lr and betas; "
+                       f"the training option(s) {', '.join(ignored)} would be ignored: set those instead")
 
 
 def _as_tuple(v):
