@@ -303,7 +303,8 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
     if "modes" in chosen:
         found = mode_metrics(model, dataset, seed=seed)
         if metrics and not found:
-            raise DgmError(f"mode coverage needs a toy 2-D mixture dataset (ring8, grid25), not '{dataset.name}'")
+            raise DgmError(f"mode coverage needs a dataset with known modes (ring8, grid25, stacked-mnist), not "
+                           f"'{dataset.name}'")
         results.update(found)
     sample_names = [m for m in chosen if m in SAMPLE_METRICS]
     if sample_names and metrics:  # asked for by name: a model that cannot sample says why (an autoencoder)

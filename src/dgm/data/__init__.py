@@ -64,6 +64,8 @@ class Dataset:
     class_names: list[str] | None = None
     mixture: tuple[torch.Tensor, float] | None = None  # toy 2-D data: (mode centres [K, D], sd)
     factors: tuple[Factor, ...] | None = None  # what the columns of Split.factors are, if the data has them
+    channel_modes: str | None = None  # each channel is a digit that this shipped feature network reads
+    # (stacked-mnist: "mnist"); None elsewhere
 
     @property
     def factor_names(self) -> list[str]:
@@ -192,6 +194,7 @@ def _ensure_loaded() -> None:
         from dgm.data import digits, sources  # noqa: F401  (registers the datasets)
         from dgm.data import toy  # noqa: F401  (registers ring8, grid25)
         from dgm.data import sprites  # noqa: F401  (registers sprites, sprites64, sprites-grey, sprites64-grey)
+        from dgm.data import stacked  # noqa: F401  (registers stacked-mnist)
 
 
 __all__ = [

@@ -9,7 +9,9 @@ small CNN classifier per digit dataset family, trained once by
                         grey and Bernoulli-binarized images alike)
 
 Its penultimate layer gives the features for FID, KID and precision/recall; its softmax
-p(y|x) gives the Inception-style score. Other datasets fall back to Inception-v3
+p(y|x) gives the Inception-style score. Stacked MNIST (a digit per channel) is read by the
+MNIST network on each channel (`PerChannel`): the features concatenated, p(y|x) over the
+1,000 joint modes. Other datasets fall back to Inception-v3
 (torchvision) when its weights are already in the torch hub cache; nothing is downloaded.
 """
 from __future__ import annotations
@@ -79,6 +81,47 @@ def load_feature_net(name: str) -> tuple[DigitNet, dict]:
     return net.eval(), info
 
 
+class PerChannel(nn.Module):
+    """A one-channel DigitNet read on each of the C channels of images [N, C, H, W], each a digit.
+
+    `features(x)` = [f(x_1), ..., f(x_C)] [N, C * feature_dim]; `head(features)` the joint log-probabilities
+    log p(k | x) = sum_c log softmax(logits(x_c))_{k_c} [N, K**C] of the modes k = sum_c k_c K**(C-1-c)
+    (100 d_R + 10 d_G + d_B for three digits); `forward(x)` = head(features(x)).
+    """
+
+    def __init__(self, net: DigitNet, channels: int):
+        super().__init__()
+        self.net, self.channels = net, channels
+        self.num_features = channels * net.num_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net.features(x[:, c : c + 1]) for c in range(self.channels)], 1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        log_p = self.net.head(features.unflatten(1, (self.channels, -1))).log_softmax(-1)  # [N, C, K]
+        joint = log_p[:, 0]
+        for c in range(1, self.channels):  # outer sum, the later channel varying fastest
+            joint = (joint[:, :, None] + log_p[:, c, None, :]).flatten(1)
+        return joint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@torch.no_grad()
+def channel_modes(net: DigitNet, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The mode of each image x [N, C, H, W] in [0, 1], k = sum_c K**(C-1-c) argmax net(x_c) (100 d_R + 10 d_G + d_B
+    for three digits), int64 [N] on the CPU; `net` is a one-channel DigitNet with K classes."""
+    device = next(net.parameters()).device
+    place = net.head.out_features ** torch.arange(x.shape[1] - 1, -1, -1)
+    modes = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device).float()
+        digits = torch.stack([net(xb[:, c : c + 1]).argmax(1) for c in range(x.shape[1])], 1)
+        modes.append((digits.cpu() * place).sum(1))
+    return torch.cat(modes)
+
+
 class InceptionFeatures(nn.Module):
     """Inception-v3 pool features (2048) and ImageNet logits for images of any size and channel count."""
 
@@ -107,8 +150,11 @@ class InceptionFeatures(nn.Module):
 def feature_net_for(dataset_name: str) -> tuple[nn.Module, str]:
     """The feature network that scores a dataset's images, and its name for reports.
 
-    The shipped DigitNet for digits / MNIST / binarized MNIST; otherwise Inception-v3 if its
-    weights are already on disk (torch hub cache), else a DgmError saying where to put them."""
+    The shipped DigitNet for digits / MNIST / binarized MNIST, MNIST's on each channel for stacked MNIST;
+    otherwise Inception-v3 if its weights are already on disk (torch hub cache), else a DgmError saying where
+    to put them."""
+    if dataset_name == "stacked-mnist":
+        return PerChannel(load_feature_net("mnist")[0], 3).eval(), "dgm-mnist-per-channel"
     if dataset_name in SHIPPED:
         net, _ = load_feature_net(SHIPPED[dataset_name])
         return net, f"dgm-{SHIPPED[dataset_name]}"

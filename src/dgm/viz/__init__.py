@@ -339,7 +339,7 @@ def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: P
 
         mean, axes = principal_axes(x.cpu(), 2)
         z = ((x.cpu().flatten(1).double() - mean) @ axes).numpy()
-        title = "PCA of the pixels"
+        title, raw_codes = "PCA of the pixels", False
     else:
         require(model, "encode")
         z = model.encode(x, **given(model, y)).cpu().numpy()
@@ -347,13 +347,19 @@ def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: P
             raise DgmError(f"--method code plots 2-D codes and this model's have {z.shape[1]} dimensions; use "
                            "--method tsne or pca, or train with latent_dim=2")
         codes = "codes of q(z | x, y)" if getattr(model, "conditional", False) else "latent codes"
-        title = codes
+        title, raw_codes = codes, True
         if method == "tsne" or method == "auto" and z.shape[1] > 2:
             from sklearn.manifold import TSNE
 
             z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(30, len(z) - 1)).fit_transform(z)
-            title = f"t-SNE of {codes}"
+            title, raw_codes = f"t-SNE of {codes}", False
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    prior = getattr(model, "sample_latent", None)
+    if raw_codes and callable(prior):  # the 2-D codes over draws of the prior p(z), which an adversarial
+        p = prior(len(z), torch.Generator(device=x.device).manual_seed(seed)).cpu().numpy()  # autoencoder's fill
+        if p.shape[1] == 2:
+            ax.scatter(p[:, 0], p[:, 1], color="0.8", s=4, label="prior p(z)")
+            ax.legend(loc="upper right", fontsize=7)
     colours = None if y is None else y.cpu().numpy()
     sc = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)
     if y is not None:
