@@ -6,13 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from dgm.cli import main
-from dgm.data import Dataset, Split, load_dataset
-from dgm.errors import DivergenceError
 from dgm.models import create_model
 from dgm.models.autoencoding_gan import adversary_loss
-from dgm.training import TrainConfig, Trainer
-from dgm.training.trainer import CHECKPOINT
+from dgm.training import TrainConfig
 
 POINTS = {"data_shape": (1,), "levels": 0, "latent_dim": 1, "hidden_dims": (16,), "code_hidden": (32, 32)}
 
@@ -110,50 +106,3 @@ def test_each_optimizer_moves_only_its_own_networks_and_sees_only_its_own_loss()
     for name in losses:
         for g, p in zip(expected[name], model.parameters_of(name)):
             torch.testing.assert_close(p.grad, g)
-
-
-def _digits_subset(n=64):
-    ds = load_dataset("digits")
-    return Dataset("digits", Split(ds.train.x[:n], ds.train.y[:n]), Split(ds.valid.x[:32], ds.valid.y[:32]),
-                   Split(ds.test.x[:32], ds.test.y[:32]), levels=ds.levels, num_classes=10)
-
-
-def _train(out, steps, resume=False, data=None):
-    torch.manual_seed(0)
-    data = data or _digits_subset()
-    model = create_model("alpha-gan", {"data_shape": data.shape, "levels": data.levels, "latent_dim": 4,
-                                       "base_channels": 4, "code_hidden": (8,)})
-    Trainer(model, data, TrainConfig(steps=steps, batch_size=16, checkpoint_every=3, progress=False, device="cpu",
-                                     monitor="loss_d"), out_dir=out).fit(resume_from=out / CHECKPOINT if resume else None)
-    return model
-
-
-def test_stop_and_resume_is_bitwise_identical(tmp_path):
-    straight = _train(tmp_path / "a", 8)
-    _train(tmp_path / "b", 3)
-    resumed = _train(tmp_path / "b", 8, resume=True)
-    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), key  # batch-norm statistics included
-
-
-def test_a_nan_image_stops_training_with_the_divergence_error(tmp_path):
-    data = _digits_subset()
-    x = data.train.x.float()
-    x[3] = float("nan")
-    data.train = Split(x, data.train.y)
-    with pytest.raises(DivergenceError, match="NaN"):
-        _train(tmp_path / "nan", 6, data=data)
-
-
-def test_cli_trains_alpha_gan_and_draws_its_pictures(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "alpha-gan", "--data", "digits", "--out", str(out), "--steps", "3", "--no-progress",
-                 "base_channels=4", "latent_dim=4"]) == 0
-    assert {"samples.png", "reconstructions.png"} <= {p.name for p in out.iterdir()}
-    assert main(["plot", str(out), "interpolate"]) == 0
-    capsys.readouterr()
-    assert main(["train", "alpha-gan", "--data", "digits", "--out", str(tmp_path / "bad"), "--steps", "3",
-                 "--no-progress", "lr=0.1"]) == 1  # the trainer's lr would be ignored: one sentence
-    err = capsys.readouterr().err
-    assert "g_lr" in err and "Traceback" not in err
-    assert not (tmp_path / "bad").exists()  # no half-made run folder blocks a retry
