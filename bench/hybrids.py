@@ -104,19 +104,25 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="bench/out/hybrids")
+    p.add_argument("--table", action="store_true", help="only write the table of the rows in OUT/results.jsonl")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
-    rows = []
-    for data in args.datasets.split(","):
+    for data in [] if args.table else args.datasets.split(","):
         for name in args.models.split(","):
             row = run_one(name, data, args)
-            rows.append(row)
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "reference"}), flush=True)
+    rows = {}  # the latest row of every (data, model) in results.jsonl, in the order of --models
+    for line in open(out / "results.jsonl"):
+        row = json.loads(line)
+        key = row["data"], row["model"]  # a rescored run keeps the training time of the row that trained it
+        rows[key] = {**rows.get(key, {}), **{k: v for k, v in row.items() if v is not None}}
+    order = {name: i for i, name in enumerate(MODELS)}
+    rows = sorted(rows.values(), key=lambda r: (r["data"], order.get(r["model"], len(order))))
     (out / "table.md").write_text(table(rows) + "\n")
     print(table(rows))
 

@@ -83,12 +83,14 @@ def test_a_nan_in_the_data_stops_training_with_the_divergence_error(name):
 
 
 @pytest.mark.parametrize("name", HYBRIDS)
-def test_the_command_line_trains_each_hybrid_and_draws_samples_and_reconstructions(tmp_path, name):
+def test_the_command_line_trains_each_hybrid_and_draws_samples_reconstructions_and_interpolations(tmp_path, name):
     out = tmp_path / "run"
     assert main(["train", name, "--data", "digits", "--steps", "3", "--out", str(out), "--no-progress",
                  "base_channels=4", "latent_dim=4"]) == 0
     for picture in ("samples.png", "reconstructions.png"):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG", picture
+    assert main(["plot", str(out), "interpolate"]) == 0  # between two encoded test images
+    assert (out / "interpolate.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_zoo_lists_every_hybrid_with_seed_003_and_what_it_can_do(capsys):
