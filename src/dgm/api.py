@@ -362,12 +362,12 @@ def sample(run: str | Path | Run, n: int = 64, *, seed: int = 0, label: int | No
 
 @torch.no_grad()
 def draw(model: nn.Module, n: int, *, seed: int = 0, label: int | None = None) -> torch.Tensor:
-    """n samples of a loaded model from seeded noise (a label only for a conditional model); what `sample`
-    and the sample pictures draw."""
+    """n samples of a loaded model from seeded noise (a label only for a conditional model, or one whose prior
+    is split by label, `samples_by_label`); what `sample` and the sample pictures draw."""
     from dgm.models import require
 
     require(model, "sample", purpose="sample")
-    if label is not None and not getattr(model, "conditional", False):
+    if label is not None and not (getattr(model, "conditional", False) or getattr(model, "samples_by_label", False)):
         raise DgmError(f"{type(model).__name__} is not class-conditional, so it cannot sample a given label")
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return model.sample(n, generator=generator) if label is None else model.sample(n, y=label, generator=generator)

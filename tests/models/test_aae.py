@@ -237,3 +237,17 @@ def test_train_and_plot_the_codes_from_the_command_line(tmp_path):
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
     assert main(["plot", str(out), "embedding", "--method", "code", "--n", "100"]) == 0
     assert (out / "embedding-code.png").is_file()
+
+
+def test_the_label_prior_samples_the_label_asked_for_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "labelled"
+    assert main(["train", "aae", "--data", "digits", "--steps", "3", "--out", str(out), "--no-progress",
+                 "prior=mog", "latent_dim=2", "label_prior=true", "base_channels=4"]) == 0
+    assert main(["sample", str(out), "--n", "4", "--label", "3", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+    plain = tmp_path / "plain"
+    assert main(["train", "aae", "--data", "digits", "--steps", "3", "--out", str(plain), "--no-progress",
+                 "base_channels=4"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(plain), "--label", "3"]) == 1  # a prior without labels: one sentence
+    assert "cannot sample a given label" in capsys.readouterr().err

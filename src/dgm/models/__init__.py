@@ -31,7 +31,9 @@ A class-conditional model has `conditional` true. `sample(n, y=...)` takes a lab
 its `encode`, `decode`, `reconstruct`, `posterior`, `log_px_z`, `elbo` and `iwae` take the images'
 labels as the keyword `y`, which callers pass with `given(model, y)`; `condition(y, n) -> [n, d]`
 turns labels into the condition vectors it reads, and a model that has it also takes such vectors
-as y (mixed labels: `dgm plot RUN progression`). The bounds are then of log p(x | y).
+as y (mixed labels: `dgm plot RUN progression`). The bounds are then of log p(x | y). A model that is not
+conditional but whose prior is split by class (the adversarial autoencoder's label prior) has `samples_by_label`
+true: its `sample(n, y=...)` takes a label and its encoder and decoder do not.
 """
 from __future__ import annotations
 

@@ -82,6 +82,11 @@ class AAE(AutoEncodingGAN):
         return {"autoencoder": cfg.g_lr, "code_discriminator": cfg.d_lr,
                 "encoder_regularization": cfg.d_lr if cfg.reg_lr is None else cfg.reg_lr}
 
+    @property
+    def samples_by_label(self) -> bool:
+        """With the label prior, `sample(n, y)` draws class y (`dgm sample RUN --label 3`)."""
+        return self.cfg.label_prior
+
     # --- the prior ---------------------------------------------------------------------------------
     def mixture_draws(self, k: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw of each mixture component k [n] (mog): [n, 2]."""
