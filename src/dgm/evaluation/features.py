@@ -27,6 +27,8 @@ from dgm.errors import DgmError
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 # dataset name -> shipped network (binarized MNIST is scored by MNIST's network)
 SHIPPED = {"digits": "digits", "mnist": "mnist", "binarized-mnist": "mnist"}
+# dataset name -> (shipped network, channels): a digit in every channel, read by that network on each
+PER_CHANNEL = {"stacked-mnist": ("mnist", 3)}
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's IMAGENET1K_V1 weights
 
 
@@ -153,8 +155,9 @@ def feature_net_for(dataset_name: str) -> tuple[nn.Module, str]:
     The shipped DigitNet for digits / MNIST / binarized MNIST, MNIST's on each channel for stacked MNIST;
     otherwise Inception-v3 if its weights are already on disk (torch hub cache), else a DgmError saying where
     to put them."""
-    if dataset_name == "stacked-mnist":
-        return PerChannel(load_feature_net("mnist")[0], 3).eval(), "dgm-mnist-per-channel"
+    if dataset_name in PER_CHANNEL:
+        name, channels = PER_CHANNEL[dataset_name]
+        return PerChannel(load_feature_net(name)[0], channels).eval(), f"dgm-{name}-per-channel"
     if dataset_name in SHIPPED:
         net, _ = load_feature_net(SHIPPED[dataset_name])
         return net, f"dgm-{SHIPPED[dataset_name]}"
