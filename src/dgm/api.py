@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from dgm.errors import DgmError, Interrupted
+from dgm.models import DATASET_FIELDS, batch_fields
 
-RESERVED = {"name", "data_shape", "levels", "num_classes"}  # set from the dataset, not by the user
+RESERVED = {"name", *DATASET_FIELDS}  # set from the dataset, not by the user
 EVAL_METRICS = ("likelihood", "representation", "classification", "modes", "fid", "kid", "inception_score", "precision_recall",
                 "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
 EVAL_FILE = "eval.json"
@@ -144,7 +145,8 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     if images and callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         idx = torch.linspace(0, len(dataset.test) - 1, 32).long()
         x = dataset.to_float(dataset.test.x[idx].to(device))
-        y = None if dataset.test.y is None else dataset.test.y[idx].to(device)
+        y = batch_fields(model, dataset, dataset.test)[0]
+        y = None if y is None else y[idx].to(device)
         paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png", y=y))
     if viz.has_progression(model):
         paths.append(viz.progression(model, run_dir / "progression.png"))
@@ -220,10 +222,12 @@ def train(model: str, data: str = "digits", out: str | Path | None = None, *, da
         raise DgmError(f"{run_dir} already holds a run; continue it with `dgm resume {run_dir}` "
                        "or choose another --out")
     torch.manual_seed(cfg.seed)
-    net = entry.model_cls(build_config(entry.config_cls, {**model_values, **model_values_for(dataset),
+    net = entry.model_cls(build_config(entry.config_cls, {**model_values,
+                                                          **model_values_for(dataset, entry.config_cls),
                                                           "name": model}))
     if callable(getattr(net, "fit_before_training", None)):  # e.g. pseudo-inputs that start as training images
-        net.fit_before_training(dataset.to_float(dataset.train.x))
+        fields = batch_fields(net, dataset, dataset.train) if callable(getattr(net, "batch_fields", None)) else ()
+        net.fit_before_training(dataset.to_float(dataset.train.x), *fields)
     created = not run_dir.exists()
     try:
         if world()[0] == 0:

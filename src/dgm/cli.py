@@ -163,6 +163,7 @@ def cmd_plot(args) -> None:
 
     import dgm
     from dgm import viz
+    from dgm.models import batch_fields
     from dgm.runs import load_data, read_config
 
     config = read_config(Path(args.run))
@@ -199,7 +200,8 @@ def cmd_plot(args) -> None:
             g = torch.Generator().manual_seed(args.seed)
             idx = torch.randperm(len(test), generator=g)[:16]
             x = dataset.to_float(test.x[idx])
-            y = None if test.y is None else test.y[idx]  # the images' labels, for a conditional model
+            y = batch_fields(model, dataset, test)[0]  # the images' labels (or attributes), for a conditional model
+            y = None if y is None else y[idx]
             if args.kind == "analogies":
                 from dgm.viz.analogies import analogies
 

@@ -26,9 +26,16 @@ from dgm.training.trainer import CHECKPOINT, METRICS, WEIGHTS, TrainConfig
 CONFIG = "config.json"
 
 
-def model_values_for(dataset: Dataset) -> dict[str, Any]:
-    """The config fields every model takes from its dataset."""
-    return {"data_shape": tuple(dataset.shape), "levels": dataset.model_levels, "num_classes": dataset.num_classes}
+def model_values_for(dataset: Dataset, config_cls: type | None = None) -> dict[str, Any]:
+    """The config fields a model takes from its dataset: shape, levels and classes for every model, and the
+    factors' sizes for a config class that declares `factor_sizes`."""
+    from dgm.data import factor_sizes
+    from dgm.models import config_fields
+
+    values = {"data_shape": tuple(dataset.shape), "levels": dataset.model_levels, "num_classes": dataset.num_classes}
+    if config_cls is not None and "factor_sizes" in config_fields(config_cls):
+        values["factor_sizes"] = factor_sizes(dataset.factors)
+    return values
 
 
 def write_config(run_dir: Path, model: nn.Module, data: dict[str, Any], train: TrainConfig) -> None:

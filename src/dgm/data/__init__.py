@@ -44,6 +44,33 @@ class Factor:
         return self.values is not None
 
 
+@dataclass(frozen=True)
+class Renderer:
+    """A procedural dataset's generator (`sprites`): fresh scenes on demand, for a model that trains on batches
+    the stored splits do not hold (DC-IGN's batches with one factor varying)."""
+
+    sample_factors: Callable[[int, torch.Generator | None], torch.Tensor]  # (n, generator) -> float32 [n, F]
+    render: Callable[[torch.Tensor], torch.Tensor]  # factors [n, F] -> uint8 images [n, C, H, W], as the split's x
+
+
+def attribute_vectors(factors: torch.Tensor, specs: tuple[Factor, ...]) -> torch.Tensor:
+    """Attribute vectors of factor values [N, F] (Attribute2Image's y): each discrete factor one-hot, each
+    continuous one scaled to [0, 1] by its range; float32 [N, sum of `factor_sizes(specs)`]."""
+    parts = []
+    for i, spec in enumerate(specs):
+        v = factors[:, i]
+        if spec.discrete:
+            parts.append(torch.nn.functional.one_hot(v.long(), len(spec.values)).float())
+        else:
+            parts.append(((v - spec.low) / (spec.high - spec.low)).float()[:, None])
+    return torch.cat(parts, 1)
+
+
+def factor_sizes(specs: tuple[Factor, ...] | None) -> tuple[int, ...]:
+    """Each factor's entries in an attribute vector: its number of values when discrete, 1 when continuous."""
+    return tuple(len(f.values) if f.discrete else 1 for f in specs or ())
+
+
 @dataclass
 class Dataset:
     """A dataset with fixed train / valid / test splits held as uint8 tensors.
@@ -66,10 +93,18 @@ class Dataset:
     factors: tuple[Factor, ...] | None = None  # what the columns of Split.factors are, if the data has them
     channel_modes: str | None = None  # each channel is a digit that this shipped feature network reads
     # (stacked-mnist: "mnist"); None elsewhere
+    renderer: Renderer | None = None  # procedural data: draws fresh factors and their images (sprites)
 
     @property
     def factor_names(self) -> list[str]:
         return [f.name for f in self.factors or ()]
+
+    def attributes(self, split: Split) -> torch.Tensor:
+        """The attribute vectors of a split's factors (`attribute_vectors`): float32 [N, A]."""
+        if self.factors is None or split.factors is None:
+            raise DgmError(f"dataset '{self.name}' has no known factors, so it has no attribute vectors; use "
+                           "sprites (or sprites64)")
+        return attribute_vectors(split.factors, self.factors)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -201,10 +236,13 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "Factor",
+    "Renderer",
     "Split",
+    "attribute_vectors",
     "cache_dir",
     "data_root",
     "dataset_specs",
+    "factor_sizes",
     "load_dataset",
     "register_dataset",
     "register_path_loader",

@@ -45,8 +45,10 @@ Per-image extras on each `Split` (None for datasets without factors):
   "at the left", "in the centre", ... (row word before column word, middle/centre dropped).
 - `targets` (grey views only): the colour image; `x` = luma = (299 R + 587 G + 114 B + 500) // 1000.
 
-`sample_factors`, `render`, `boxes_of`, `captions_of` and `luminance` are public so models
-can draw their own batches (for example with one factor varying, as DC-IGN trains).
+`sample_factors`, `render`, `boxes_of`, `captions_of` and `luminance` are public, and `Dataset.renderer`
+draws fresh scenes of the dataset's own kind, so a model can draw its own batches (with one factor
+varying, as DC-IGN trains). `Dataset.attributes(split)` gives the attribute vectors of the factors
+(`dgm.data.attribute_vectors`: one-hot shape, colour and background, scale, rotation, x and y in [0, 1]).
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ import math
 
 import torch
 
-from dgm.data import Dataset, DatasetSpec, Factor, Split, register_dataset
+from dgm.data import Dataset, DatasetSpec, Factor, Renderer, Split, register_dataset
 from dgm.errors import DgmError
 
 SIZES = (50_000, 5_000, 5_000)
@@ -228,7 +230,9 @@ def load_sprites(size: int = 32, grey: bool = False, seed: int = 0, sizes: tuple
                             masks=data["masks"][sl], boxes=data["boxes"][sl], captions=data["captions"][sl],
                             targets=colour if grey else None))
     name = f"sprites{'' if size == 32 else size}{'-grey' if grey else ''}"
-    return Dataset(name, *splits, levels=256, num_classes=len(SHAPES), class_names=list(SHAPES), factors=FACTORS)
+    draw = (lambda f: luminance(render(f, size)[0])) if grey else (lambda f: render(f, size)[0])
+    return Dataset(name, *splits, levels=256, num_classes=len(SHAPES), class_names=list(SHAPES), factors=FACTORS,
+                   renderer=Renderer(sample_factors, draw))
 
 
 _FACTOR_TEXT = "factors shape(5), scale, rotation, x, y, colour(8), background(5)"

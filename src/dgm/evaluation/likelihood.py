@@ -24,7 +24,7 @@ from torch import nn
 
 from dgm.data import Dataset
 from dgm.errors import DgmError
-from dgm.models import given
+from dgm.models import batch_fields, given
 
 CONDITIONAL_NOTE = ("the conditional_ scores bound log p(x | y), the log-probability of each image given its own "
                     "label y, not log p(x); they are not comparable with an unconditional model's log_likelihood")
@@ -82,8 +82,9 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
     model.eval()
     device = next(model.parameters()).device
     data = dataset.split(split)
+    labels_of = batch_fields(model, dataset, data)[0]  # the labels (or attribute vectors) a conditional model reads
     if conditional:
-        given(model, data.y)  # data without labels is refused before any work
+        given(model, labels_of)  # data without labels is refused before any work
     idx = strided_subset(len(data), n_examples)
     torch.manual_seed(seed)
     # as many examples per call as fit k samples each into one chunk
@@ -93,7 +94,7 @@ def likelihood_metrics(model: nn.Module, dataset: Dataset, split: str = "test", 
                       mininterval=1.0):
         x = dataset.to_float(data.x[idx[start : start + batch]].to(device))
         if has_bounds:
-            labels = given(model, data.y[idx[start : start + batch]].to(device)) if conditional else {}
+            labels = given(model, labels_of[idx[start : start + batch]].to(device)) if conditional else {}
             sums["elbo"] += model.elbo(x, **labels).sum().item()
             if not improper:
                 sums["log_likelihood"] += model.iwae(x, k=k, chunk_size=chunk_size, **labels).sum().item()

@@ -24,7 +24,7 @@ from torch import nn
 
 from dgm.data import Dataset
 from dgm.evaluation.likelihood import strided_subset
-from dgm.models import given
+from dgm.models import batch_fields, given
 
 MAX_TRAIN_CODES = 10_000  # training codes the classifiers are fitted on: enough for a 30-D code, quick to fit
 BATCH = 500
@@ -66,7 +66,7 @@ def representation_metrics(model: nn.Module, dataset: Dataset, split: str = "tes
     torch.manual_seed(seed)  # dynamic binarization draws the images
     data = dataset.split(split)
     x = dataset.to_float(data.x)
-    labels = given(model, data.y)
+    labels = given(model, batch_fields(model, dataset, data)[0])
     z = _batched(model.encode, device, x, **labels)
     out: dict[str, float | int] = {}
     if callable(getattr(model, "decode", None)):
@@ -78,7 +78,9 @@ def representation_metrics(model: nn.Module, dataset: Dataset, split: str = "tes
     train = dataset.train
     if train.y is not None and data.y is not None:
         idx = strided_subset(len(train), MAX_TRAIN_CODES)
-        train_z = _batched(model.encode, device, dataset.to_float(train.x[idx]), **given(model, train.y[idx]))
+        train_labels = batch_fields(model, dataset, train)[0]
+        train_z = _batched(model.encode, device, dataset.to_float(train.x[idx]),
+                           **given(model, None if train_labels is None else train_labels[idx]))
         out.update(probe_accuracies(train_z, train.y[idx], z, data.y))
         out["probe_train_codes"] = len(idx)
     if callable(getattr(model, "code_statistics", None)):

@@ -23,6 +23,15 @@ is off and what to do instead (`require` uses it). Optional hooks:
   not see (the semi-supervised M2 keeps `labels=N` of them). A fixed function of the config, so
   resume sees the same labels. With an attribute `labelled_batch_size` n > 0 (and some labels hidden) every
   training batch (x, y) also carries n labelled examples drawn from the kept ones: (x, y, x_l, y_l).
+- `batch_fields(dataset, split) -> tuple`: what every training and validation batch carries after the
+  images, as tensors row-aligned with `split.x` (indexed with it); without the hook a batch is (x, y),
+  y = `split.y`. The conditional VAE on attributes returns the attribute vectors, the layered disCVAE
+  adds the foreground masks, colorization the colour targets. `dgm.models.batch_fields` asks for them;
+  evaluation and pictures pass the first one as `y` to a conditional model. On a fresh run `dgm.api`
+  then calls `fit_before_training(train_x, *fields)` with the training split's fields.
+- `batch_source(dataset) -> draw`: a model that trains on batches the stored splits do not hold (DC-IGN's,
+  rendered with one factor varying) returns `draw(step, batch_size, generator) -> batch`, which the Trainer
+  calls instead of indexing the training split (validation still reads the validation split).
 - `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
   metric (the sparse autoencoder's activations).
 
@@ -58,6 +67,11 @@ class ModelConfig(Checked):
     data_shape: tuple[int, ...] = numbers((1, 28, 28), min=1, nonempty=True)  # [C, H, W] images, [D] points
     levels: int = number(256, min=0)  # pixel values per channel; 0 for continuous data
     num_classes: int | None = number(None, min=1)
+
+
+# Set from the dataset, like data_shape, for a config that declares it: each known generating factor's entries
+# in an attribute vector (`dgm.data.factor_sizes`: values of a discrete factor, 1 for a continuous one).
+DATASET_FIELDS = ("data_shape", "levels", "num_classes", "factor_sizes")
 
 
 @dataclass
@@ -106,6 +120,13 @@ def class_labels(y, n: int, num_classes: int, device) -> torch.Tensor:
         raise DgmError(f"labels must lie in 0 .. {num_classes - 1}, this model's {num_classes} classes; "
                        f"got {y[outside][0].item()}")
     return y
+
+
+def batch_fields(model: Any, dataset, split) -> tuple:
+    """What a batch of `split` carries after its images for `model`: its `batch_fields` hook's tensors, else
+    (split.y,) (None for data without labels)."""
+    hook = getattr(model, "batch_fields", None)
+    return tuple(hook(dataset, split)) if callable(hook) else (split.y,)
 
 
 def given(model: Any, y) -> dict[str, Any]:
@@ -168,7 +189,9 @@ def create_model(name: str, values: dict[str, Any] | None = None) -> nn.Module:
 __all__ = [
     "CAPABILITIES",
     "ModelConfig",
+    "DATASET_FIELDS",
     "ModelEntry",
+    "batch_fields",
     "build_config",
     "capabilities",
     "class_labels",

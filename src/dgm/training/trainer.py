@@ -8,7 +8,10 @@ The trainer knows a model only through its protocol:
   with `labelled_batch_size` n > 0 and some labels hidden, each batch (x, y) gets n labelled examples
   (x_l, y_l) drawn from the kept ones appended: (x, y, x_l, y_l) (the semi-supervised M2);
 - optionally `plan_training(steps_per_epoch, total_steps)`, told before the first step, for a
-  model whose phases are counted in epochs (the stacked autoencoder's greedy pretraining).
+  model whose phases are counted in epochs (the stacked autoencoder's greedy pretraining);
+- optionally `batch_fields(dataset, split)`, what batches carry after the images instead of the labels
+  (attribute vectors, masks, colour targets), and `batch_source(dataset)`, a model's own batches
+  (DC-IGN's, rendered with one factor varying); see dgm.models.
 
 Everything random in a step is seeded from (seed, rank, step), and each epoch's order from
 (seed, epoch), so a run stopped at any checkpoint and resumed ends bitwise identical on CPU
@@ -33,6 +36,7 @@ from dgm import io
 from dgm.config import Checked, choice, number, numbers, parse_minutes, text
 from dgm.data import Dataset
 from dgm.errors import DgmError, DivergenceError, Interrupted
+from dgm.models import batch_fields
 from dgm.training import distributed as ddp
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -159,9 +163,12 @@ class Trainer:
             opt.register_step_pre_hook(self._before_optimizer_step)
         split = self.dataset.train
         self.train_x = split.x.to(self.device)
-        self.train_y = split.y.to(self.device) if split.y is not None else None
-        if self.train_y is not None and callable(getattr(self.model, "training_labels", None)):
-            self.train_y = self.model.training_labels(self.train_y)  # -1 where a label is hidden (M2)
+        fields = [None if f is None else f.to(self.device) for f in batch_fields(self.model, self.dataset, split)]
+        if fields[0] is not None and callable(getattr(self.model, "training_labels", None)):
+            fields[0] = self.model.training_labels(fields[0])  # -1 where a label is hidden (M2)
+        self.train_fields, self.train_y = fields, fields[0]
+        source = getattr(self.model, "batch_source", None)
+        self.batch_source = source(self.dataset) if callable(source) else None  # the model's own batches
         # a model that learns from few labels gets a batch of labelled examples beside each batch (M2)
         self.labelled = None
         if self.train_y is not None and getattr(self.model, "labelled_batch_size", 0):
@@ -227,8 +234,13 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         if step % self.steps_per_epoch == 0:
             self._seed_epoch(step // self.steps_per_epoch)
-        idx = self.batch_indices(step)
-        batch = (self.dataset.to_float(self.train_x[idx]), None if self.train_y is None else self.train_y[idx])
+        if self.batch_source is not None:  # a fixed function of (seed, step, rank), like the noise
+            g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank)
+            batch = tuple(None if t is None else t.to(self.device)
+                          for t in self.batch_source(step, self.cfg.batch_size, g))
+        else:
+            idx = self.batch_indices(step)
+            batch = (self.dataset.to_float(self.train_x[idx]), *(None if f is None else f[idx] for f in self.train_fields))
         if self.labelled is not None:  # drawn with replacement, a fixed function of (seed, step, rank)
             g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank)
             pick = self.labelled[torch.randint(len(self.labelled), (self.model.labelled_batch_size,), generator=g)
@@ -270,12 +282,13 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         sums: dict[str, float] = {}
         valid = self.dataset.valid
+        fields = batch_fields(self.model, self.dataset, valid)
         n = len(valid)
         bs = 4 * self.cfg.batch_size
         for start in range(0, n, bs):
             x = self.dataset.to_float(valid.x[start : start + bs].to(self.device))
-            y = valid.y[start : start + bs].to(self.device) if valid.y is not None else None
-            out = self.model.loss((x, y), None)
+            out = self.model.loss((x, *(None if f is None else f[start : start + bs].to(self.device)
+                                        for f in fields)), None)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
         return {k: v / n for k, v in sums.items()}

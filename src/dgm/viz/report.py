@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from dgm import viz
+from dgm.models import batch_fields
 
 # (key in eval.json, column title, format, lower is better)
 COLUMNS = [
@@ -145,7 +146,8 @@ def pictures(model, dataset, records: list[dict], folder: Path, seed: int = 0) -
         device = next(model.parameters()).device
         idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:24]
         x = dataset.to_float(test.x[idx]).to(device)
-        y = None if test.y is None else test.y[idx].to(device)  # a conditional model's encoder reads them
+        y = batch_fields(model, dataset, test)[0]  # a conditional model's encoder reads them
+        y = None if y is None else y[idx].to(device)
         out.append(("Reconstructions (odd rows: test images; even rows: their reconstructions)",
                     viz.reconstructions(model, x[:16], folder / "reconstructions.png",
                                         y=None if y is None else y[:16])))
