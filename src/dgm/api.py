@@ -27,8 +27,8 @@ from dgm.errors import DgmError, Interrupted
 from dgm.models import DATASET_FIELDS, batch_fields
 
 RESERVED = {"name", *DATASET_FIELDS}  # set from the dataset, not by the user
-EVAL_METRICS = ("likelihood", "representation", "classification", "modes", "fid", "kid", "inception_score", "precision_recall",
-                "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
+EVAL_METRICS = ("likelihood", "representation", "disentanglement", "classification", "modes", "fid", "kid",
+                "inception_score", "precision_recall", "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
 
@@ -132,8 +132,9 @@ def _picture_callback(run_dir: Path, dataset, epochs: float):
 
 def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     """samples.png (models that sample), reconstructions.png (models with an encoder; given the images' labels
-    when the model is conditional), progression.png (conditional models that decode mixed labels) and
-    losses.png of a trained run."""
+    when the model is conditional), progression.png (conditional models that decode mixed labels), the model's
+    own figures of eight test images (`figures(x, y) -> {name: (images, nrow)}`, NAME.png) and losses.png of a
+    trained run."""
     from dgm import viz
     from dgm.runs import read_metrics
 
@@ -150,6 +151,11 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
         paths.append(viz.reconstructions(model, x, run_dir / "reconstructions.png", y=y))
     if viz.has_progression(model):
         paths.append(viz.progression(model, run_dir / "progression.png"))
+    if images and callable(getattr(model, "figures", None)):  # a model's own pictures of test images
+        idx = torch.linspace(0, len(dataset.test) - 1, 8).long()
+        y = batch_fields(model, dataset, dataset.test)[0]
+        figures = model.figures(dataset.to_float(dataset.test.x[idx].to(device)), None if y is None else y[idx].to(device))
+        paths += [viz.save_grid(grid, run_dir / f"{name}.png", nrow=nrow) for name, (grid, nrow) in figures.items()]
     curves = viz.loss_curves(read_metrics(run_dir), run_dir / "losses.png")
     return paths + ([curves] if curves else [])
 
@@ -278,8 +284,8 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
     """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
-    from dgm.evaluation import (classification_metrics, likelihood_metrics, mode_metrics, representation_metrics,
-                                sample_quality)
+    from dgm.evaluation import (classification_metrics, disentanglement_metrics, likelihood_metrics, mode_metrics,
+                                representation_metrics, sample_quality)
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
     from dgm.models import require
 
@@ -297,6 +303,12 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
         found = representation_metrics(model, dataset, split, seed=seed)
         if metrics and not found:
             raise DgmError(f"{type(model).__name__} has no encode(), so it has no codes to score")
+        results.update(found)
+    if "disentanglement" in chosen:
+        found = disentanglement_metrics(model, dataset, split, seed=seed)
+        if metrics and not found:
+            raise DgmError("disentanglement scores need a model with encode() and a dataset with known factors "
+                           "(sprites, sprites64)")
         results.update(found)
     if "classification" in chosen:
         found = classification_metrics(model, dataset, split, seed=seed)

@@ -32,6 +32,9 @@ is off and what to do instead (`require` uses it). Optional hooks:
 - `batch_source(dataset) -> draw`: a model that trains on batches the stored splits do not hold (DC-IGN's,
   rendered with one factor varying) returns `draw(step, batch_size, generator) -> batch`, which the Trainer
   calls instead of indexing the training split (validation still reads the validation split).
+- `figures(x, y) -> {name: (images [N, C, H, W] in [0, 1], nrow)}`: pictures of its own that a model draws of
+  eight test images x (with their first batch field y) at the end of training, saved as NAME.png (the disCVAE's
+  layers, colorization's k colorizations per grey image).
 - `code_statistics(codes)`: extra scores of the test codes for `dgm eval`'s representation
   metric (the sparse autoencoder's activations).
 
