@@ -28,7 +28,8 @@ from dgm.models import DATASET_FIELDS, batch_fields
 
 RESERVED = {"name", *DATASET_FIELDS}  # set from the dataset, not by the user
 EVAL_METRICS = ("likelihood", "representation", "disentanglement", "classification", "modes", "fid", "kid",
-                "inception_score", "precision_recall", "diversity", "memorisation", "critic")  # the last seven: dgm.evaluation.quality.METRICS
+                "inception_score", "precision_recall", "diversity", "memorisation", "critic")
+# (the last seven: dgm.evaluation.quality.METRICS)
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
 
@@ -154,7 +155,8 @@ def final_pictures(model, dataset, run_dir: Path) -> list[Path]:
     if images and callable(getattr(model, "figures", None)):  # a model's own pictures of test images
         idx = torch.linspace(0, len(dataset.test) - 1, 8).long()
         y = batch_fields(model, dataset, dataset.test)[0]
-        figures = model.figures(dataset.to_float(dataset.test.x[idx].to(device)), None if y is None else y[idx].to(device))
+        x = dataset.to_float(dataset.test.x[idx].to(device))
+        figures = model.figures(x, None if y is None else y[idx].to(device))
         paths += [viz.save_grid(grid, run_dir / f"{name}.png", nrow=nrow) for name, (grid, nrow) in figures.items()]
     curves = viz.loss_curves(read_metrics(run_dir), run_dir / "losses.png")
     return paths + ([curves] if curves else [])
