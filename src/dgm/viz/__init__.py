@@ -282,8 +282,10 @@ def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, spa
               max_dims: int = 16, y: torch.Tensor | None = None) -> Path:
     """One row per latent dimension, the most used first (by its KL to the prior on x, see
     `latent_activity`): the code of x[0] with that dimension set from -span to +span, the others fixed
-    (and x[0]'s label y[0] for a conditional model)."""
+    (and x[0]'s label y[0] for a conditional model). A unit a model names (`unit_names`, DC-IGN's factors)
+    is labelled with its name."""
     require(model, "encode", "decode")
+    names = getattr(model, "unit_names", None) or {}
     z0 = model.encode(x[:1], **given(model, None if y is None else y[:1]))[0]
     activity, measure = latent_activity(model, x, y)
     order = activity.argsort(descending=True)[:max_dims]
@@ -293,7 +295,8 @@ def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, spa
         z[row, :, d] = values
     labels = given(model, None if y is None else y[:1].repeat(len(order) * steps))
     return save_grid(model.decode(z.reshape(len(order) * steps, -1), **labels), path, nrow=steps,
-                     row_labels=[f"z{d} ({measure} {activity[d]:.2f})" for d in order.tolist()],
+                     row_labels=[f"z{d}{' ' + names[d] if d in names else ''} ({measure} {activity[d]:.2f})"
+                                 for d in order.tolist()],
                      col_labels=[f"{v:+.1f}" for v in values.tolist()],
                      title=f"latent traversal, the {len(order)} most used of {z0.shape[0]} dimensions first")
 
