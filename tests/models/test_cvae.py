@@ -294,3 +294,130 @@ def test_a_nan_loss_stops_training_with_the_divergence_error():
     model = create_model("cvae", {**DIGITS, "hidden_dims": (8,), "latent_dim": 2, "likelihood": "gaussian"})
     with pytest.raises(DivergenceError, match="NaN"):
         Trainer(model, data, TrainConfig(epochs=2, progress=False, device="cpu")).fit()
+
+
+# --- on attribute vectors (Attribute2Image's CVAE p(x|y,z), seeds 000 and 002) ----------------
+ATTRIBUTES = {"condition": "attributes", "architecture": "conv", "conv_channels": (8, 16), "latent_dim": 4,
+              "batch_size": 32, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def attribute_run(tmp_path_factory):
+    return dgm.train("cvae", data="sprites", out=tmp_path_factory.mktemp("runs") / "attributes", steps=30, quiet=True,
+                     **ATTRIBUTES).path
+
+
+def test_an_attribute_cvae_reads_the_datasets_attribute_vectors_in_training_and_eval(attribute_run):
+    from dgm.models import batch_fields
+
+    data = load_dataset("sprites")
+    model = dgm.load(attribute_run)
+    assert model.cfg.factor_sizes == (5, 1, 1, 1, 1, 8, 5) and model.condition_dim == 22  # set from the dataset
+    for split in (data.train, data.valid, data.test):  # what the trainer, validation and eval index
+        (y,) = batch_fields(model, data, split)
+        assert y.dtype == torch.float32 and torch.equal(y, data.attributes(split))
+        assert torch.equal(model.condition(y[:7], 7), y[:7])  # the condition vectors are the attributes themselves
+    record = json.loads((attribute_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 30 and {"train/elbo", "train/kl"} <= set(record)
+    # eval's log p(x | y): the bounds of the test images given their own attribute vectors (seed 0, one batch)
+    scores = dgm.evaluate(attribute_run, ["likelihood"], n_examples=20, k=5, progress=False)
+    idx = torch.linspace(0, len(data.test) - 1, 20).round().long()
+    x, y = data.to_float(data.test.x[idx]), data.attributes(data.test)[idx]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        elbo, iwae = model.elbo(x, y=y), model.iwae(x, 5, y=y)
+        torch.manual_seed(0)
+        shuffled = model.elbo(x, y=y.roll(1, 0))
+    assert scores["conditional_elbo"] == pytest.approx(elbo.mean().item(), rel=1e-5)
+    assert scores["conditional_log_likelihood"] == pytest.approx(iwae.mean().item(), rel=1e-5)
+    assert "log p(x | y)" in scores["likelihood_note"]
+    assert not torch.allclose(shuffled, elbo)  # the attributes do matter
+
+
+def test_sampling_without_y_draws_uniform_attribute_vectors(attribute_run, capsys):
+    model = dgm.load(attribute_run)
+    n = 4000
+    y = model.random_attributes(n, torch.Generator().manual_seed(0))
+    assert y.shape == (n, 22)
+    for k, part in zip(model.cfg.factor_sizes, y.split(model.cfg.factor_sizes, dim=1)):
+        if k > 1:  # one value of K, uniformly: one-hot rows, each value with frequency 1/K
+            assert set(part.unique().tolist()) == {0.0, 1.0} and torch.equal(part.sum(1), torch.ones(n))
+            assert (part.mean(0) - 1 / k).abs().max() < 4 * math.sqrt((1 / k) * (1 - 1 / k) / n)
+        else:  # U(0, 1): mean 1/2, variance 1/12
+            assert 0 <= part.min() and part.max() <= 1
+            assert abs(part.mean() - 0.5) < 4 * math.sqrt(1 / 12 / n) and abs(part.var() - 1 / 12) < 0.01
+    x = dgm.sample(attribute_run, 6, seed=3)  # z first, then y, from the same generator
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        z = torch.randn(6, 4, generator=g)
+        assert torch.equal(x, model.decode(z, model.random_attributes(6, g)))
+    assert x.shape == (6, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(DgmError, match="conditions on attribute vectors"):
+        model.sample(2, y=3)
+    capsys.readouterr()
+    assert main(["sample", str(attribute_run), "--label", "1"]) == 1
+    assert "not class labels" in _one_sentence(capsys.readouterr().err)
+
+
+def test_condition_attributes_needs_a_dataset_with_factors(tmp_path, capsys):
+    with pytest.raises(DgmError, match="this dataset has none"):
+        create_model("cvae", {**DIGITS, "condition": "attributes", "hidden_dims": (8,)})
+    assert main(["train", "cvae", "--data", "digits", "--steps", "1", "--out", str(tmp_path / "r"), "--no-progress",
+                 "condition=attributes"]) == 1
+    assert "sprites" in _one_sentence(capsys.readouterr().err) and not (tmp_path / "r").exists()
+
+
+def test_an_attribute_progression_moves_one_factor_from_y_min_to_y_max(attribute_run, monkeypatch, capsys):
+    from dgm import viz
+
+    model = dgm.load(attribute_run)
+    sizes = model.cfg.factor_sizes
+    y_rest = model.random_attributes(1, torch.Generator().manual_seed(1))[0]
+    y_min, y_max = model.attribute_ends(y_rest)
+    assert y_min.shape == y_max.shape == (len(sizes), 22)
+    start = 0
+    for f, k in enumerate(sizes):
+        inside = torch.zeros(22, dtype=torch.bool)
+        inside[start : start + k] = True
+        assert torch.equal(y_min[f, ~inside], y_rest[~inside]) and torch.equal(y_max[f, ~inside], y_rest[~inside])
+        low, high = torch.zeros(k), torch.zeros(k)  # discrete: first value's one-hot to the last's; continuous 0 -> 1
+        low[0], high[-1] = float(k > 1), 1.0
+        assert torch.equal(y_min[f, inside], low) and torch.equal(y_max[f, inside], high)
+        start += k
+    alphas = torch.linspace(0, 1, 6)
+    mix = label_mix(model, y_min, y_max, alphas)  # [F, T, A]
+    assert torch.equal(mix, (1 - alphas[None, :, None]) * y_min[:, None] + alphas[None, :, None] * y_max[:, None])
+    assert torch.equal(mix[:, 0], y_min) and torch.equal(mix[:, -1], y_max)
+    z = torch.randn(2, 4)
+    with torch.no_grad():
+        x = progression_images(model, z, list(zip(y_min, y_max)), alphas)  # [factor, z, alpha, C, H, W]
+        for f in range(len(sizes)):
+            for t, a in enumerate(alphas):
+                y_alpha = (1 - a) * y_min[f] + a * y_max[f]
+                assert torch.allclose(x[f, :, t], model.decode(z, y_alpha.expand(2, -1)), rtol=0, atol=1e-6)
+    # the picture: z and then y_rest from the seed, every factor's row with the same z, rows named by factor
+    assert has_progression(model) and (attribute_run / "progression.png").is_file()
+    drawn = {}
+    monkeypatch.setattr(viz, "save_grid", lambda images, path, nrow, **kw: drawn.update(images=images, nrow=nrow, **kw))
+    data = load_dataset("sprites")
+    progression(model, attribute_run / "p.png", steps=6, seed=4, factors=data.factors)
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1, 4, generator=g)
+    ends = model.attribute_ends(model.random_attributes(1, g)[0])
+    assert torch.equal(drawn["images"], progression_images(model, z, list(zip(*ends)), alphas).flatten(0, 2))
+    assert drawn["nrow"] == 6 and drawn["row_labels"][0] == "shape: square \u2192 star"
+    assert drawn["row_labels"][1].startswith("scale: 0.14") and len(drawn["row_labels"]) == 7
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["plot", str(attribute_run), "progression"]) == 0 and (attribute_run / "progression.png").is_file()
+    assert main(["plot", str(attribute_run), "progression", "--to-label", "2"]) == 1
+    assert "drop --from-label and --to-label" in _one_sentence(capsys.readouterr().err)
+
+
+def test_the_pictures_of_an_attribute_cvae_encode_with_the_images_attribute_vectors(attribute_run, capsys):
+    """traverse, embedding, interpolate and reconstructions pass [n, A] condition vectors, never class labels."""
+    for argv, name in ((["traverse"], "traverse"), (["embedding", "--method", "tsne"], "embedding-tsne"),
+                       (["interpolate"], "interpolate")):
+        (attribute_run / f"{name}.png").unlink(missing_ok=True)
+        assert main(["plot", str(attribute_run), *argv]) == 0, capsys.readouterr().err
+        assert (attribute_run / f"{name}.png").is_file()

@@ -93,6 +93,8 @@ class M2(CVAE):
         if cfg.estimator != "reparameterization":
             raise DgmError(f"m2 trains with the reparameterization trick only; estimator={cfg.estimator} is the "
                            "vae's")
+        if cfg.condition != "label":
+            raise DgmError("m2 learns the class labels it conditions on; condition=attributes is the cvae's")
         super().__init__(cfg)
         self.classifier = self.classifier_network()
         self.register_buffer("label_ratio", torch.tensor(1.0))  # N / N_l of the training labels

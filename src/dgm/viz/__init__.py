@@ -226,14 +226,14 @@ def _decoder(model: nn.Module):
 
 
 @torch.no_grad()
-def progression_images(model: nn.Module, z: torch.Tensor, pairs: list[tuple[int, int]],
+def progression_images(model: nn.Module, z: torch.Tensor, pairs: list[tuple],
                        alphas: torch.Tensor) -> torch.Tensor:
-    """Decodes of the codes z [S, D], each with y_alpha for every pair (from, to) of labels and every alpha:
-    [len(pairs), S, len(alphas), C, H, W]."""
+    """Decodes of the codes z [S, D], each with y_alpha for every pair (from, to) and every alpha: [len(pairs), S,
+    len(alphas), C, H, W]. A pair holds two labels (ints) or two condition vectors [d] (an attribute model's)."""
     decode = _decoder(model)
     s, t = z.shape[0], alphas.shape[0]
-    y_from = torch.tensor([p[0] for p in pairs]).repeat_interleave(s)
-    y_to = torch.tensor([p[1] for p in pairs]).repeat_interleave(s)
+    y_from = torch.stack([torch.as_tensor(p[0]) for p in pairs]).repeat_interleave(s, dim=0)
+    y_to = torch.stack([torch.as_tensor(p[1]) for p in pairs]).repeat_interleave(s, dim=0)
     c = label_mix(model, y_from, y_to, alphas)  # [P S, T, d]
     zs = z.repeat(len(pairs), 1)[:, None].expand(-1, t, -1)  # [P S, T, D]
     x = decode(zs.reshape(-1, z.shape[1]), y=c.reshape(-1, c.shape[-1]))
@@ -242,24 +242,49 @@ def progression_images(model: nn.Module, z: torch.Tensor, pairs: list[tuple[int,
 
 @torch.no_grad()
 def progression(model: nn.Module, path: Path, pairs: list[tuple[int, int]] | None = None, steps: int = 8,
-                styles: int = 1, seed: int = 0) -> Path:
-    """Attribute progression (seed 002, after Yan et al. 2016's Attribute2Image): rows decode fixed codes
+                styles: int = 1, seed: int = 0, factors: tuple | None = None) -> Path:
+    """Attribute progression (seeds 000 and 002, after Yan et al. 2016's Attribute2Image): rows decode fixed codes
     z ~ N(0, I) with y_alpha = (1 - alpha) y_from + alpha y_to, alpha from 0 to 1 in `steps` columns, for each
     pair (from, to) of labels (default 0 -> 1, 1 -> 2, ..., K-2 -> K-1) and `styles` codes z per pair (the
-    same codes for every pair)."""
+    same codes for every pair).
+
+    A model conditioned on attribute vectors (its `attribute_ends`: the cvae with condition=attributes, the
+    discvae) has one row per factor instead, y = [y_alpha, y_rest]: y_alpha moves that factor's entries from
+    y_min to y_max (a continuous factor from 0 to 1, a discrete one from its first value's one-hot to its
+    last's), y_rest is one attribute vector drawn after the codes and kept, and z ~ p(z) is the same along the
+    row and for every factor. `factors` (the dataset's `Factor`s) name the rows."""
     require_condition(model)
     _decoder(model)
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    alphas = torch.linspace(0, 1, steps, device=device)
+    cols = [f"\u03b1={a:.2f}" for a in alphas.tolist()]
+    ends = getattr(model, "attribute_ends", None)
+    if ends is not None:
+        if pairs is not None:
+            raise DgmError(f"{model.cfg.name} conditions on attribute vectors, so its progression has one row per "
+                           "factor and no labels to choose; drop --from-label and --to-label")
+        z = model.sample_latent(styles, g)
+        y_min, y_max = ends(model.random_attributes(1, g)[0])
+        x = progression_images(model, z, list(zip(y_min, y_max)), alphas)
+        sizes = tuple(model.cfg.factor_sizes)
+        if factors is not None and len(factors) == len(sizes):
+            names = [f"{f.name}: {f.values[0]} \u2192 {f.values[-1]}" if f.discrete else
+                     f"{f.name}: {f.low:.3g} \u2192 {f.high:.3g}" for f in factors]
+        else:
+            names = [f"factor {i + 1}: " + (f"value 1 \u2192 {k}" if k > 1 else "0 \u2192 1")
+                     for i, k in enumerate(sizes)]
+        rows = [name + (f", z{i + 1}" if styles > 1 else "") for name in names for i in range(styles)]
+        return save_grid(x.flatten(0, 2), path, nrow=steps, row_labels=rows, col_labels=cols,
+                         title="y = [y\u03b1, y_rest], y\u03b1 = (1 - \u03b1) y_min + \u03b1 y_max on one factor, "
+                               "y_rest and z fixed")
     num_classes = getattr(model.cfg, "num_classes", None) or 0
     if pairs is None:
         pairs = [(k, k + 1) for k in range(num_classes - 1)] or [(0, 0)]
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
     z = torch.randn(styles, model.cfg.latent_dim, generator=g, device=device)
-    alphas = torch.linspace(0, 1, steps, device=device)
     x = progression_images(model, z, pairs, alphas)
     rows = [f"{a} \u2192 {b}" + (f", z{i + 1}" if styles > 1 else "") for a, b in pairs for i in range(styles)]
-    return save_grid(x.flatten(0, 2), path, nrow=steps, row_labels=rows,
-                     col_labels=[f"\u03b1={a:.2f}" for a in alphas.tolist()],
+    return save_grid(x.flatten(0, 2), path, nrow=steps, row_labels=rows, col_labels=cols,
                      title="y\u03b1 = (1 - \u03b1) y_from + \u03b1 y_to at fixed z")
 
 
@@ -293,7 +318,7 @@ def traversal(model: nn.Module, x: torch.Tensor, path: Path, steps: int = 9, spa
     z = z0.repeat(len(order), steps, 1)
     for row, d in enumerate(order):
         z[row, :, d] = values
-    labels = given(model, None if y is None else y[:1].repeat(len(order) * steps))
+    labels = given(model, None if y is None else y[:1].expand(len(order) * steps, *y.shape[1:]))
     return save_grid(model.decode(z.reshape(len(order) * steps, -1), **labels), path, nrow=steps,
                      row_labels=[f"z{d}{' ' + names[d] if d in names else ''} ({measure} {activity[d]:.2f})"
                                  for d in order.tolist()],
@@ -326,10 +351,11 @@ def manifold(model: nn.Module, path: Path, n: int = 20, y: int | None = None) ->
 
 @torch.no_grad()
 def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: Path, seed: int = 0,
-              method: str = "auto") -> Path:
+              method: str = "auto", condition: torch.Tensor | None = None) -> Path:
     """Test images in 2-D, coloured by label: `pca` the two leading principal components of their pixels,
     `tsne` t-SNE of their codes, `code` the codes themselves (latent_dim=2); `auto` the codes when they are
-    2-D, else t-SNE (seed 002's picture: PCA of the pixels beside an autoencoder's 2-D codes)."""
+    2-D, else t-SNE (seed 002's picture: PCA of the pixels beside an autoencoder's 2-D codes). A conditional
+    model encodes x given `condition` (default y; attribute vectors for one conditioned on attributes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,7 +371,7 @@ def embedding(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, path: P
         title, raw_codes = "PCA of the pixels", False
     else:
         require(model, "encode")
-        z = model.encode(x, **given(model, y)).cpu().numpy()
+        z = model.encode(x, **given(model, y if condition is None else condition)).cpu().numpy()
         if method == "code" and z.shape[1] != 2:
             raise DgmError(f"--method code plots 2-D codes and this model's have {z.shape[1]} dimensions; use "
                            "--method tsne or pca, or train with latent_dim=2")
