@@ -27,8 +27,8 @@ from dgm.errors import DgmError, Interrupted
 from dgm.models import DATASET_FIELDS, batch_fields
 
 RESERVED = {"name", *DATASET_FIELDS}  # set from the dataset, not by the user
-EVAL_METRICS = ("likelihood", "representation", "disentanglement", "classification", "modes", "fid", "kid",
-                "inception_score", "precision_recall", "diversity", "memorisation", "critic")
+EVAL_METRICS = ("likelihood", "representation", "disentanglement", "colorization", "classification", "modes",
+                "fid", "kid", "inception_score", "precision_recall", "diversity", "memorisation", "critic")
 # (the last seven: dgm.evaluation.quality.METRICS)
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
@@ -286,8 +286,8 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
     """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
-    from dgm.evaluation import (classification_metrics, disentanglement_metrics, likelihood_metrics, mode_metrics,
-                                representation_metrics, sample_quality)
+    from dgm.evaluation import (classification_metrics, colorization_metrics, disentanglement_metrics,
+                                likelihood_metrics, mode_metrics, representation_metrics, sample_quality)
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
     from dgm.models import require
 
@@ -311,6 +311,12 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
         if metrics and not found:
             raise DgmError("disentanglement scores need a model with encode() and a dataset with known factors "
                            "(sprites, sprites64)")
+        results.update(found)
+    if "colorization" in chosen:
+        found = colorization_metrics(model, dataset, split, seed=seed)
+        if metrics and not found:
+            raise DgmError("colorization scores need a model with colorize() and grey images with colour targets and "
+                           "masks (sprites-grey)")
         results.update(found)
     if "classification" in chosen:
         found = classification_metrics(model, dataset, split, seed=seed)

@@ -1,4 +1,4 @@
-"""The `dgm` command: zoo, data, train, resume, sample, eval, report, compare, plot.
+"""The `dgm` command: zoo, data, train, resume, sample, eval, report, compare, plot, serve.
 
 Commands ask a model what it can do (its methods) and never switch on model names.
 Exit status: 0 done; 1 a mistake dgm found (one sentence on stderr, no traceback: a bad
@@ -71,6 +71,22 @@ def cmd_sample(args) -> None:
         x = read_images(Path(args.complete), tuple(model.cfg.data_shape), model.cfg.levels)
         out = Path(args.out) if args.out else Path(args.run) / "completions.png"
         viz.completions(model, x, args.rows, out, seed=args.seed, y=args.label)
+        print(out)
+        return
+    if args.grey:
+        import torch
+
+        from dgm.io import read_images
+        from dgm.models.colorization import colorization_grid
+
+        if not callable(getattr(model, "colorize", None)):
+            raise DgmError(f"{type(model).__name__} cannot colorize grey images; train colorization on sprites-grey")
+        if args.k < 1:
+            raise DgmError(f"--k must be at least 1, got {args.k}")
+        x = read_images(Path(args.grey), tuple(model.cfg.data_shape), model.cfg.levels)
+        out = Path(args.out) if args.out else Path(args.run) / "colorizations.png"
+        grid, nrow = colorization_grid(model, x, args.k, generator=torch.Generator().manual_seed(args.seed))
+        viz.save_grid(grid, out, nrow=nrow)
         print(out)
         return
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
@@ -183,7 +199,9 @@ def cmd_plot(args) -> None:
         last = (getattr(model.cfg, "num_classes", None) or 1) - 1
         pairs = [(0 if args.from_label is None else args.from_label,
                   last if args.to_label is None else args.to_label)] if one_pair else None
-        viz.progression(model, out, pairs, styles=8 if one_pair else 1, seed=args.seed)
+        by_factor = getattr(model, "attribute_ends", None) is not None and not one_pair  # rows named by factor
+        factors = load_data(config, args.data_dir).factors if by_factor else None
+        viz.progression(model, out, pairs, styles=8 if one_pair else 1, seed=args.seed, factors=factors)
     elif args.kind == "interpolate" and not has_encoder:
         viz.latent_interpolations(model, out, mode=args.mode, seed=args.seed)
     elif args.kind == "nearest":
@@ -194,8 +212,9 @@ def cmd_plot(args) -> None:
         test = dataset.test
         if args.kind == "embedding":
             idx = torch.linspace(0, len(test) - 1, min(len(test), args.n)).long()
+            condition = batch_fields(model, dataset, test)[0]  # what a conditional model reads (labels, attributes)
             viz.embedding(model, dataset.to_float(test.x[idx]), None if test.y is None else test.y[idx], out,
-                          seed=args.seed, method=args.method)
+                          seed=args.seed, method=args.method, condition=None if condition is None else condition[idx])
         else:
             g = torch.Generator().manual_seed(args.seed)
             idx = torch.randperm(len(test), generator=g)[:16]
@@ -212,6 +231,16 @@ def cmd_plot(args) -> None:
             else:
                 viz.traversal(model, x, out, y=y)
     print(out)
+
+
+def cmd_serve(args) -> None:
+    from dgm.serve import serve
+
+    try:
+        serve(args.run, host=args.host, port=args.port, data_dir=args.data_dir,
+              announce=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped serving {args.run}") from None
 
 
 def cmd_zoo(args) -> None:
@@ -297,18 +326,24 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int,
                    help="class to sample, for class-conditional models (cvae, cgan, acgan, gated-pixelcnn "
                         "conditional=true)")
-    s.add_argument("--out", help="PNG file (default RUN/samples.png, or RUN/completions.png)")
+    s.add_argument("--out", help="PNG file (default RUN/samples.png, RUN/completions.png or RUN/colorizations.png)")
     s.add_argument("--complete", metavar="FILE",
                    help="complete these images (autoregressive models): an .npz with an array x [N, C, H, W] or "
                         "[N, H, W] (floats in [0, 1] or uint8 0..255), or one PNG of the model's image size")
     s.add_argument("--rows", type=int, help="with --complete: keep this many top rows, sample the rest")
+    s.add_argument("--grey", metavar="FILE",
+                   help="colorize these grey images (colorization models): one PNG of the model's image size or an "
+                        ".npz with an array x [N, 1, H, W] or [N, H, W]; writes a row per image: the input, then "
+                        "--k colorizations (default RUN/colorizations.png)")
+    s.add_argument("--k", type=int, default=8, help="with --grey: colorizations per image (default 8)")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run", help="the run folder")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, classification, modes, "
-                                     "fid, kid, inception_score, precision_recall, diversity, memorisation, critic "
-                                     "(default: all the model supports)")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, disentanglement, "
+                                     "colorization, classification, modes, fid, kid, inception_score, "
+                                     "precision_recall, diversity, memorisation, critic (default: all the model "
+                                     "supports)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="split for likelihoods and representation scores")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")
@@ -357,6 +392,16 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="PNG file (default RUN/KIND.png; RUN/embedding-METHOD.png for a --method)")
     pl.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
     pl.set_defaults(func=cmd_plot)
+
+    sv = sub.add_parser("serve", help="a local web page to explore a run: samples, latent sliders, a canvas to "
+                                      "encode or complete, interpolations",
+                        epilog="The model is loaded once; every part of the page the model can do is on "
+                               "(GET /api/info says which). Ctrl-C stops.")
+    sv.add_argument("run", help="the run folder")
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    sv.add_argument("--data-dir", help="folder with local dataset files (default: the run's, then $DGM_DATA_DIR)")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

@@ -240,7 +240,8 @@ class Trainer:
                           for t in self.batch_source(step, self.cfg.batch_size, g))
         else:
             idx = self.batch_indices(step)
-            batch = (self.dataset.to_float(self.train_x[idx]), *(None if f is None else f[idx] for f in self.train_fields))
+            fields = (None if f is None else f[idx] for f in self.train_fields)
+            batch = (self.dataset.to_float(self.train_x[idx]), *fields)
         if self.labelled is not None:  # drawn with replacement, a fixed function of (seed, step, rank)
             g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 1_021 + self.rank)
             pick = self.labelled[torch.randint(len(self.labelled), (self.model.labelled_batch_size,), generator=g)
