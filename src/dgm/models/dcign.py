@@ -35,8 +35,9 @@ from typing import Callable, Sequence
 import torch
 from torch import distributions as D
 
-from dgm.config import number, numbers, text
+from dgm.config import choice, number, numbers, text
 from dgm.data import Factor, factor_sizes
+from dgm.distributions import LIKELIHOODS
 from dgm.errors import DgmError
 from dgm.models import register_model
 from dgm.models.vae import VAE, VAEConfig, diagonal_normal
@@ -51,6 +52,9 @@ class DCIGNConfig(VAEConfig):
                                     "comma-separated names of the dataset's continuous factors")
     latent_dim: int = 16
     architecture: str = "conv"
+    # a Gaussian around the decoder's mean, integrated over each level (Kulkarni et al. trained on squared error);
+    # the vae's auto choice for 8-bit data, a logistic mixture per pixel, can model sprites' pixels without z
+    likelihood: str = choice("gaussian", "auto", *LIKELIHOODS)
     clamp_weight: float = number(1.0, min=0)  # scale of a clamped unit's gradient (unit - batch mean); 1: the paper
     factor_sizes: tuple[int, ...] = numbers((), min=1)  # from the dataset: each factor's attribute entries
 
