@@ -284,8 +284,9 @@ _continue = resume  # `train` has a parameter named resume
 
 def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: int = 1000,
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0,
-             progress: bool = True) -> dict[str, Any]:
-    """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error."""
+             progress: bool = True, ais: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every metric in `metrics` (None: all the model's capabilities allow); naming one it cannot have is an error.
+    `ais` (chains, steps, bdmc) adds the AIS estimate of log p(x), which is never part of "all": it is slow."""
     from dgm.evaluation import (classification_metrics, colorization_metrics, disentanglement_metrics,
                                 likelihood_metrics, mode_metrics, representation_metrics, sample_quality)
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
@@ -294,7 +295,7 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
     unknown = [m for m in metrics or [] if m not in EVAL_METRICS]
     if unknown or metrics == []:
         raise DgmError(f"unknown metric '{unknown[0] if unknown else ''}'; choose from {', '.join(EVAL_METRICS)}")
-    chosen = metrics or list(EVAL_METRICS)
+    chosen = metrics or ([] if ais is not None else list(EVAL_METRICS))
     results: dict[str, Any] = {}
     if "likelihood" in chosen:
         found = likelihood_metrics(model, dataset, split, k=k, n_examples=n_examples, seed=seed, progress=progress)
@@ -330,6 +331,15 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
             raise DgmError(f"mode coverage needs a dataset with known modes (ring8, grid25, stacked-mnist), not "
                            f"'{dataset.name}'")
         results.update(found)
+    if ais is not None:
+        from dgm.evaluation.ais import ais_metrics
+
+        found = ais_metrics(model, dataset, split, n_examples=n_examples or 100, seed=seed, progress=progress, **ais)
+        if not found:
+            raise DgmError(f"{type(model).__name__} has no latent prior and decoder, so AIS has no path to anneal "
+                           "along; it needs a model that decodes z ~ p(z) (the VAE family, GANs, autoencoders with "
+                           "code_density)")
+        results.update(found)
     sample_names = [m for m in chosen if m in SAMPLE_METRICS]
     if sample_names and metrics:  # asked for by name: a model that cannot sample says why (an autoencoder)
         require(model, "sample", purpose="be scored on samples")
@@ -344,10 +354,14 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
 
 def evaluate(run: str | Path | Run, metrics: list[str] | None = None, *, split: str = "test", k: int = 1000,
              n_examples: int | None = None, n_samples: int = 1000, seed: int = 0, data: str | None = None,
-             data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+             data_dir: str | Path | None = None, progress: bool = True, ais: bool = False, chains: int = 16,
+             ais_steps: int = 1000, bdmc: bool = False) -> dict[str, Any]:
     """Score a run's best weights with every metric it supports (or those named), as `dgm eval`:
     likelihoods, representation quality of codes, mode coverage, sample quality beside the real-data floor
-    (under "reference").
+    (under "reference"). With ais=True also log p(x) by annealed importance sampling (dgm.evaluation.ais:
+    `chains` chains per example, `ais_steps` intermediate distributions, on n_examples test images, 100 unless
+    given), and with bdmc=True the bidirectional Monte Carlo gap on data simulated from the model; AIS alone
+    unless `metrics` names others too.
     Scores on the run's own dataset are saved in RUN/eval.json with the fingerprint of the weights."""
     from dgm.runs import load, load_data, read_config
 
@@ -368,7 +382,8 @@ def evaluate(run: str | Path | Run, metrics: list[str] | None = None, *, split: 
         dataset = load_data(config, data_dir)
     results: dict[str, Any] = {"run": str(run_dir), "split": split}
     results.update(_measure(model, dataset, metrics, split, k=k, n_examples=n_examples, n_samples=n_samples,
-                            seed=seed, progress=progress))
+                            seed=seed, progress=progress,
+                            ais={"chains": chains, "steps": ais_steps, "bdmc": bdmc} if ais else None))
     if not data:  # cache for `dgm report` and `dgm compare`, merged with earlier scores of the same weights
         results = save_scores(run_dir, results)
     results.pop(FINGERPRINT, None)

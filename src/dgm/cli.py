@@ -120,9 +120,12 @@ def _print_results(results: dict[str, Any]) -> None:
 def cmd_eval(args) -> None:
     from dgm.api import evaluate
 
+    if (args.chains != 16 or args.ais_steps != 1000 or args.bdmc) and not args.ais:
+        raise DgmError("--chains, --ais-steps and --bdmc set up the AIS estimate; add --ais")
     results = evaluate(args.run, _parse_metrics(args.metrics), split=args.split, k=args.k,
                        n_examples=args.n_examples, n_samples=args.n_samples, seed=args.seed, data=args.data,
-                       data_dir=args.data_dir, progress=not args.json)
+                       data_dir=args.data_dir, progress=not args.json, ais=args.ais, chains=args.chains,
+                       ais_steps=args.ais_steps, bdmc=args.bdmc)
     if args.json:
         print(json.dumps(results))
     else:
@@ -347,7 +350,18 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="split for likelihoods and representation scores")
     e.add_argument("--k", type=int, default=1000, help="importance samples for log_likelihood (IWAE)")
-    e.add_argument("--n-examples", type=int, help="likelihoods on an evenly strided subset of this size")
+    e.add_argument("--n-examples", type=int, help="likelihoods on an evenly strided subset of this size (AIS: 100 "
+                                                  "unless given)")
+    e.add_argument("--ais", action="store_true",
+                   help="log p(x) by annealed importance sampling with HMC (Wu et al. 2017), for any model that "
+                        "decodes z ~ p(z): log_likelihood_ais, a stochastic lower bound (alone unless --metrics "
+                        "names others too)")
+    e.add_argument("--chains", type=int, default=16, help="with --ais: chains per example (default 16)")
+    e.add_argument("--ais-steps", type=int, default=1000,
+                   help="with --ais: intermediate distributions, a sigmoidal schedule of beta (default 1000)")
+    e.add_argument("--bdmc", action="store_true",
+                   help="with --ais: also the bidirectional Monte Carlo gap (upper - lower bound) on data simulated "
+                        "from the model: how far the estimate can be trusted")
     e.add_argument("--n-samples", type=int, default=1000,
                    help="samples for sample quality, at most the test set's size (default 1000)")
     e.add_argument("--data", help="evaluate on another dataset of the same shape")

@@ -448,11 +448,17 @@ class GAN(nn.Module):
         finally:
             net.train(was_training)
 
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z) = N(0, I): [n, latent_dim]."""
+        return torch.randn(n, self.cfg.latent_dim, generator=generator, device=next(self.parameters()).device)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I) for z [..., latent_dim] -> [...] (what AIS anneals from, dgm.evaluation.ais)."""
+        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+
     def sample(self, n: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z) for z ~ N(0, I): images in [0, 1] [n, C, H, W] or points [n, D]."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        return self.generate(z, y)
+        return self.generate(self.sample_latent(n, generator), y)
 
 
 # the variants: one model, each paper's defaults
