@@ -60,6 +60,7 @@ from torch import distributions as D
 from torch import nn
 
 from dgm.config import number
+from dgm.distributions import log1mexp
 from dgm.models import ModelConfig, register_model
 from dgm.models.vae import iwae_bound
 
@@ -173,6 +174,30 @@ class FactorAnalysis(nn.Module):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    # --- the model as a latent-variable model (what `dgm eval --ais` anneals along) ---------------
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z) = N(0, I_M): [n, M]."""
+        return torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.weight.device,
+                           dtype=self.weight.dtype)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I_M) for z [..., M] -> [...]."""
+        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+
+    def log_px_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) for z [..., B, M], x [B, ...] -> [..., B]: the density log N(x; Wz + b, Psi) on continuous
+        data; on pixel data the probability of x's cube x + [-h, h]^D under it (the P(x) that elbo and iwae bound),
+        each dimension's bin mass from the normal CDF, a bin right of the mean taken as its mirror image so that
+        no bin near 1 cancels."""
+        mean, sd, y = z @ self.weight.T + self.bias, (0.5 * self.log_psi).exp(), self.flat(x)
+        if not self.discrete:
+            return D.Normal(mean, sd).log_prob(y).sum(-1)
+        lo, hi = (y - self.half_bin - mean) / sd, (y + self.half_bin - mean) / sd
+        flip = lo + hi > 0
+        a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+        log_cdf_b = torch.special.log_ndtr(b)
+        return (log_cdf_b + log1mexp(torch.special.log_ndtr(a) - log_cdf_b)).sum(-1)
 
     def sample(self, n: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixel data: mean images of p(x|z), z ~ p(z), as the VAE's. Continuous data: exact draws of p(x),
