@@ -31,6 +31,8 @@ def bad_values(config_cls: type, name: str) -> list[str]:
     elem = kind
     if typing.get_origin(kind) is tuple:
         (elem,) = set(typing.get_args(kind)) - {Ellipsis}
+        if elem is str:  # a tuple of names (dcign's factors): a name its pattern refuses
+            return ["???"] if rule and rule.pattern else []
         if rule and rule.length:
             out.append(",".join(["0.5"] * (rule.length + 1)))
         if rule and rule.nonempty:
