@@ -7,9 +7,12 @@ small CNN classifier per digit dataset family, trained once by
     digits.safetensors  8x8 scikit-learn digits (17 grey levels)
     mnist.safetensors   28x28 MNIST; binarized MNIST reuses it (it was trained on
                         grey and Bernoulli-binarized images alike)
+    sprites.safetensors 32x32 RGB sprites (`FactorNet`: a head per generating factor);
+                        sprites64 reuses it on 2x2 means of its pixels
 
 Its penultimate layer gives the features for FID, KID and precision/recall; its softmax
-p(y|x) gives the Inception-style score. Stacked MNIST (a digit per channel) is read by the
+p(y|x) gives the Inception-style score (on sprites p(shape | x), 5 classes, so IS <= 5; the
+other factor heads are read by `dgm.evaluation.factors`). Stacked MNIST (a digit per channel) is read by the
 MNIST network on each channel (`PerChannel`): the features concatenated, p(y|x) over the
 1,000 joint modes. Other datasets fall back to Inception-v3
 (torchvision) when its weights are already in the torch hub cache; nothing is downloaded.
@@ -26,7 +29,8 @@ from dgm.errors import DgmError
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 # dataset name -> shipped network (binarized MNIST is scored by MNIST's network)
-SHIPPED = {"digits": "digits", "mnist": "mnist", "binarized-mnist": "mnist"}
+SHIPPED = {"digits": "digits", "mnist": "mnist", "binarized-mnist": "mnist", "sprites": "sprites",
+           "sprites64": "sprites"}
 # dataset name -> (shipped network, channels): a digit in every channel, read by that network on each
 PER_CHANNEL = {"stacked-mnist": ("mnist", 3)}
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's IMAGENET1K_V1 weights
@@ -60,16 +64,95 @@ class DigitNet(nn.Module):
         return self.head(self.features(x))
 
 
-def save_feature_net(net: DigitNet, path: Path, **info) -> None:
+class FactorNet(nn.Module):
+    """A reader of a scene's generating factors (`dgm.data.sprites`): a conv trunk, a feature layer, a head per factor.
+
+    Input: RGB images [N, 3, H, W] in [0, 1]; images larger than `image_size` (a square multiple of it) are
+    average-pooled down first, so the net trained on 32x32 sprites reads 64x64 ones as 2x2 pixel means.
+    The trunk reads six planes (`inputs`): R, G, B; a soft object mask min(1, 2 chroma), chroma =
+    max(R,G,B) - min(R,G,B), which is 0 on sprites' grey backgrounds and 1 on every object colour (all have
+    chroma >= 0.56), so the silhouette is one plane rather than a different contrast per colour and
+    background; and the pixel-centre coordinates u, v in [-1, 1] (CoordConv, Liu et al. 2018), so that
+    positions read out to a fraction of a pixel. Then DigitNet's blocks conv3x3 -> ReLU -> maxpool2 and
+    Linear -> BatchNorm -> ReLU: `features(x)` [N, feature_dim], the features of FID, KID and precision/recall.
+    (Without the BatchNorm the easy heads, background, colour and position, silenced about half the feature
+    units for good within an epoch and the shape head stalled near 30 %, though it learns alone.)
+
+    `head` gives the logits of the first classified factor (shape on sprites: the Inception-style score is
+    over it) and `forward(x)` = head(features(x)); `outputs(x)` = `read(features(x))`: {factor: logits [N, K]}
+    for every classified factor (`classes`: name -> K) and {factor: value [N]} for every regressed one
+    (`regression`: name -> (low, high)), in the factor's own units, value = low + (high - low) u.
+    """
+
+    def __init__(self, image_size: int, channels: tuple[int, ...], classes: dict[str, int],
+                 regression: dict[str, tuple[float, float]], feature_dim: int = 128):
+        super().__init__()
+        self.config = {"image_size": image_size, "channels": list(channels), "classes": dict(classes),
+                       "regression": {k: list(v) for k, v in regression.items()}, "feature_dim": feature_dim}
+        layers: list[nn.Module] = []
+        c_in, size = 6, image_size
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in, size = c_out, size // 2
+        self.conv = nn.Sequential(*layers)
+        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size, feature_dim),
+                                     nn.BatchNorm1d(feature_dim), nn.ReLU())
+        names = list(classes)
+        self.head = nn.Linear(feature_dim, classes[names[0]])
+        self.heads = nn.ModuleDict({k: nn.Linear(feature_dim, classes[k]) for k in names[1:]})
+        self.regress = nn.Linear(feature_dim, len(regression))
+        c = (torch.arange(image_size) + 0.5) / image_size * 2 - 1
+        self.register_buffer("grid", torch.stack(torch.meshgrid(c, c, indexing="xy")), persistent=False)
+        self.register_buffer("low", torch.tensor([lo for lo, _ in regression.values()]), persistent=False)
+        self.register_buffer("span", torch.tensor([hi - lo for lo, hi in regression.values()]), persistent=False)
+        self.num_features = feature_dim
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The planes the trunk reads, each in [-1, 1]: R, G, B, the soft object mask, u, v. [N, 6, S, S]"""
+        size = self.config["image_size"]
+        if x.shape[-2:] != (size, size):
+            k = x.shape[-1] // size
+            if x.shape[-2:] != (k * size, k * size):
+                raise DgmError(f"this feature network reads {size}x{size} images or square multiples of that "
+                               f"size, got {x.shape[-2]}x{x.shape[-1]}")
+            x = nn.functional.avg_pool2d(x, k)
+        mask = (2 * (x.amax(1, keepdim=True) - x.amin(1, keepdim=True))).clamp(max=1)
+        return torch.cat([(x - 0.5) / 0.5, (mask - 0.5) / 0.5, self.grid.expand(x.shape[0], -1, -1, -1)], 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature(self.conv(self.inputs(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def read(self, features: torch.Tensor, units: bool = True) -> dict[str, torch.Tensor]:
+        """Every head on features [N, feature_dim]: logits per classified factor, values per regressed one
+        (in the factor's units, or the read-out u over the factor's range, [0, 1] inside it, with units=False)."""
+        out = {next(iter(self.config["classes"])): self.head(features)}
+        out.update({k: head(features) for k, head in self.heads.items()})
+        u = self.regress(features)
+        u = self.low + self.span * u if units else u
+        out.update({k: u[:, i] for i, k in enumerate(self.config["regression"])})
+        return out
+
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.read(self.features(x))
+
+
+ARCHITECTURES = {"DigitNet": DigitNet, "FactorNet": FactorNet}
+
+
+def save_feature_net(net: DigitNet | FactorNet, path: Path, **info) -> None:
     """Weights as safetensors; the architecture and provenance (`info`) in its JSON metadata."""
     from dgm.io import save_tensors
 
     save_tensors(path, net.state_dict(), {"config": json.dumps(net.config),
+                                          "architecture": json.dumps(type(net).__name__),
                                           **{k: json.dumps(v) for k, v in info.items()}})
 
 
-def load_feature_net(name: str) -> tuple[DigitNet, dict]:
-    """A shipped network by family name ("digits", "mnist") and its metadata (test accuracy...)."""
+def load_feature_net(name: str) -> tuple[nn.Module, dict]:
+    """A shipped network by family name ("digits", "mnist", "sprites") and its metadata (test accuracy...)."""
     from dgm.io import load_tensors
 
     path = WEIGHTS_DIR / f"{name}.safetensors"
@@ -78,7 +161,7 @@ def load_feature_net(name: str) -> tuple[DigitNet, dict]:
                        "train it with `python bench/train_feature_nets.py`")
     tensors, meta = load_tensors(path)
     info = {k: json.loads(v) for k, v in meta.items()}
-    net = DigitNet(**info.pop("config"))
+    net = ARCHITECTURES[info.pop("architecture", "DigitNet")](**info.pop("config"))
     net.load_state_dict(tensors)
     return net.eval(), info
 
@@ -152,7 +235,8 @@ class InceptionFeatures(nn.Module):
 def feature_net_for(dataset_name: str) -> tuple[nn.Module, str]:
     """The feature network that scores a dataset's images, and its name for reports.
 
-    The shipped DigitNet for digits / MNIST / binarized MNIST, MNIST's on each channel for stacked MNIST;
+    The shipped DigitNet for digits / MNIST / binarized MNIST, the FactorNet for sprites / sprites64,
+    MNIST's on each channel for stacked MNIST;
     otherwise Inception-v3 if its weights are already on disk (torch hub cache), else a DgmError saying where
     to put them."""
     if dataset_name in PER_CHANNEL:
