@@ -75,7 +75,7 @@ def factor_row(row: str, name: str, options: dict, args) -> dict:
                           progress=False)
     result = {"model": row, "steps": args.steps, "train_seconds": seconds,
               **disentanglement_metrics(model, dataset, seed=args.seed),
-              "elbo": scores.get("elbo"), "sse_per_image": scores.get("sse_per_image")}
+              "elbo": scores.get("elbo", scores.get("conditional_elbo")), "sse_per_image": scores.get("sse_per_image")}
     x = dataset.to_float(dataset.test.x[:1])
     labels = {}
     if getattr(model, "conditional", False):
