@@ -38,7 +38,7 @@ FACTOR_MODELS = {  # row name -> (model, options)
     "beta-vae (beta 8)": ("vae", {"beta": 8.0}),
     "dc-ign": ("dcign", {}),
     "dc-ign (KL warm-up)": ("dcign", {"kl_warmup_steps": 2000}),
-    "dc-ign (KL warm-up, clamp 100)": ("dcign", {"kl_warmup_steps": 2000, "clamp_weight": 100.0}),
+    "dc-ign (KL warm-up; clamp 100)": ("dcign", {"kl_warmup_steps": 2000, "clamp_weight": 100.0}),
     "cvae (factors given)": ("cvae", {"condition": "attributes"}),
 }
 COLOUR_MODELS = {f"colorization ({m})": ("colorization", {"method": m}) for m in ("mdn", "cvae", "l2")}
