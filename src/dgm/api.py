@@ -296,49 +296,41 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
     if unknown or metrics == []:
         raise DgmError(f"unknown metric '{unknown[0] if unknown else ''}'; choose from {', '.join(EVAL_METRICS)}")
     chosen = metrics or ([] if ais is not None else list(EVAL_METRICS))
+    name = type(model).__name__
+    # metric -> (its scores, {} when the model or data has none; why, said when it was asked for by name)
+    scorers = {
+        "likelihood": (lambda: likelihood_metrics(model, dataset, split, k=k, n_examples=n_examples, seed=seed,
+                                                  progress=progress),
+                       f"{name} has no elbo()/iwae() or log_prob(), so it has no likelihood"),
+        "representation": (lambda: representation_metrics(model, dataset, split, seed=seed),
+                           f"{name} has no encode(), so it has no codes to score"),
+        "disentanglement": (lambda: disentanglement_metrics(model, dataset, split, seed=seed),
+                            "disentanglement scores need a model with encode() and a dataset with known factors "
+                            "(sprites, sprites64)"),
+        "colorization": (lambda: colorization_metrics(model, dataset, split, seed=seed),
+                         "colorization scores need a model with colorize() and grey images with colour targets "
+                         "and masks (sprites-grey)"),
+        "classification": (lambda: classification_metrics(model, dataset, split, seed=seed),
+                           f"{name} has no classify() (or this data has no labels), so it has no classification "
+                           "error"),
+        "modes": (lambda: mode_metrics(model, dataset, seed=seed),
+                  f"mode coverage needs a dataset with known modes (ring8, grid25, stacked-mnist), not "
+                  f"'{dataset.name}'"),
+    }
     results: dict[str, Any] = {}
-    if "likelihood" in chosen:
-        found = likelihood_metrics(model, dataset, split, k=k, n_examples=n_examples, seed=seed, progress=progress)
-        if metrics and not found:
-            raise DgmError(f"{type(model).__name__} has no elbo()/iwae() or log_prob(), so it has no likelihood")
-        results.update(found)
-    if "representation" in chosen:
-        found = representation_metrics(model, dataset, split, seed=seed)
-        if metrics and not found:
-            raise DgmError(f"{type(model).__name__} has no encode(), so it has no codes to score")
-        results.update(found)
-    if "disentanglement" in chosen:
-        found = disentanglement_metrics(model, dataset, split, seed=seed)
-        if metrics and not found:
-            raise DgmError("disentanglement scores need a model with encode() and a dataset with known factors "
-                           "(sprites, sprites64)")
-        results.update(found)
-    if "colorization" in chosen:
-        found = colorization_metrics(model, dataset, split, seed=seed)
-        if metrics and not found:
-            raise DgmError("colorization scores need a model with colorize() and grey images with colour targets and "
-                           "masks (sprites-grey)")
-        results.update(found)
-    if "classification" in chosen:
-        found = classification_metrics(model, dataset, split, seed=seed)
-        if metrics and not found:
-            raise DgmError(f"{type(model).__name__} has no classify() (or this data has no labels), so it has no "
-                           "classification error")
-        results.update(found)
-    if "modes" in chosen:
-        found = mode_metrics(model, dataset, seed=seed)
-        if metrics and not found:
-            raise DgmError(f"mode coverage needs a dataset with known modes (ring8, grid25, stacked-mnist), not "
-                           f"'{dataset.name}'")
-        results.update(found)
+    for metric, (score, why_none) in scorers.items():
+        if metric in chosen:
+            found = score()
+            if metrics and not found:
+                raise DgmError(why_none)
+            results.update(found)
     if ais is not None:
         from dgm.evaluation.ais import ais_metrics
 
         found = ais_metrics(model, dataset, split, n_examples=n_examples or 100, seed=seed, progress=progress, **ais)
         if not found:
-            raise DgmError(f"{type(model).__name__} has no latent prior and decoder, so AIS has no path to anneal "
-                           "along; it needs a model that decodes z ~ p(z) (the VAE family, GANs, autoencoders with "
-                           "code_density)")
+            raise DgmError(f"{name} has no latent prior and decoder, so AIS has no path to anneal along; it needs a "
+                           "model that decodes z ~ p(z) (the VAE family, GANs, autoencoders with code_density)")
         results.update(found)
     sample_names = [m for m in chosen if m in SAMPLE_METRICS]
     if sample_names and metrics:  # asked for by name: a model that cannot sample says why (an autoencoder)
