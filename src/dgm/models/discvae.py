@@ -41,7 +41,6 @@ cvae with condition=attributes does, and `dgm plot RUN progression` moves one fa
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -55,7 +54,7 @@ from dgm.distributions import make_likelihood, standard_normal_log_prob
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
 from dgm.models.cvae import attribute_ends, condition_vectors, draw_attributes, with_condition
-from dgm.models.vae import codec_encoder, codec_networks, diagonal_normal, gaussian_kl, iwae_bound
+from dgm.models.vae import codec_decoder, codec_encoder, codec_networks, diagonal_normal, gaussian_kl, iwae_bound
 from dgm.nn import ACTIVATIONS
 
 
@@ -78,7 +77,7 @@ class DisCVAEConfig(ModelConfig):
 
 def _background_decoder(cfg: DisCVAEConfig, out_channels: int) -> nn.Module:
     """b: z_B [*, background_dim] -> [*, out_channels, H, W], the codec decoder for a code of background_dim."""
-    return codec_networks(dataclasses.replace(cfg, latent_dim=cfg.background_dim), 1, out_channels)[1]
+    return codec_decoder(cfg, cfg.background_dim, out_channels)
 
 
 @register_model("discvae", DisCVAEConfig, family="vae", seeds=("000", "002"),

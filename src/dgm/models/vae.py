@@ -91,13 +91,17 @@ def codec_networks(cfg: CodecConfig, code_dim: int, out_channels: int,
 
     With condition_dim d > 0 (the conditional VAE, cvae.py) both also read a condition vector c [*, d]: the
     encoder as `codec_encoder` says and the decoder [*, latent_dim + d], z then c."""
-    c, h, w = cfg.data_shape
     encoder = codec_encoder(cfg, code_dim, condition_dim)
+    return encoder, codec_decoder(cfg, cfg.latent_dim + condition_dim, out_channels)
+
+
+def codec_decoder(cfg: CodecConfig, in_dim: int, out_channels: int) -> nn.Module:
+    """The decoder [*, in_dim] -> [*, out_channels, H, W]: the MLP's mirrored widths, or the conv decoder."""
+    c, h, w = cfg.data_shape
     if cfg.architecture == "mlp":
-        return encoder, nn.Sequential(MLP(cfg.latent_dim + condition_dim, list(cfg.hidden_dims)[::-1],
-                                          out_channels * h * w, cfg.activation), nn.Unflatten(-1, (out_channels, h, w)))
-    return encoder, ConvDecoder(cfg.latent_dim + condition_dim, cfg.data_shape, list(cfg.conv_channels), out_channels,
-                                cfg.activation)
+        return nn.Sequential(MLP(in_dim, list(cfg.hidden_dims)[::-1], out_channels * h * w, cfg.activation),
+                             nn.Unflatten(-1, (out_channels, h, w)))
+    return ConvDecoder(in_dim, cfg.data_shape, list(cfg.conv_channels), out_channels, cfg.activation)
 
 
 # --- the bounds ---------------------------------------------------------------------
