@@ -103,8 +103,12 @@ def wu_comparison(data_dir: str | None, out: Path, train_steps: int, n: int, ste
             dgm.train(name, data="mnist", out=run, data_dir=data_dir, steps=train_steps, progress=False, quiet=True,
                       **shared, **options)
         t0 = time.perf_counter()
-        scores = dgm.evaluate(run, ais=True, chains=chains, ais_steps=steps, n_examples=n, seed=seed,
-                              data_dir=data_dir, progress=False)
+        done = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
+        if (done.get("ais_steps"), done.get("ais_chains"), done.get("ais_examples")) == (steps, chains, n):
+            scores = done  # this run was scored with these settings already: reuse its eval.json
+        else:
+            scores = dgm.evaluate(run, ais=True, chains=chains, ais_steps=steps, n_examples=n, seed=seed,
+                                  data_dir=data_dir, progress=False)
         result.update({f"wu_{name}_{k}": v for k, v in scores.items() if k.startswith(("log_", "ais_", "bits"))})
         result[f"wu_{name}_seconds"] = time.perf_counter() - t0
         result[f"wu_{name}_parameters"] = sum(p.numel() for p in dgm.load(run).parameters())

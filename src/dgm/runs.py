@@ -28,13 +28,16 @@ CONFIG = "config.json"
 
 def model_values_for(dataset: Dataset, config_cls: type | None = None) -> dict[str, Any]:
     """The config fields a model takes from its dataset: shape, levels and classes for every model, and the
-    factors' sizes for a config class that declares `factor_sizes`."""
+    factors' sizes and the captions' vocabulary for a config class that declares `factor_sizes` / `vocabulary`."""
     from dgm.data import factor_sizes
     from dgm.models import config_fields
 
     values = {"data_shape": tuple(dataset.shape), "levels": dataset.model_levels, "num_classes": dataset.num_classes}
-    if config_cls is not None and "factor_sizes" in config_fields(config_cls):
+    declared = config_fields(config_cls) if config_cls is not None else {}
+    if "factor_sizes" in declared:
         values["factor_sizes"] = factor_sizes(dataset.factors)
+    if "vocabulary" in declared:
+        values["vocabulary"] = dataset.vocabulary or ()
     return values
 
 

@@ -159,3 +159,24 @@ def test_split_sizes_checked():
     from dgm.errors import DgmError
     with pytest.raises(DgmError, match="outside 1 .. 50000"):
         S.load_sprites(sizes=(60_000, 1, 1))
+
+
+def test_vocabulary_and_bag_of_words(full):
+    from dgm.data import bag_of_words, caption_words
+    from dgm.errors import DgmError
+
+    words = set(full.vocabulary)
+    expected = {*S.SIZE_WORDS, *S.COLOURS, *S.SHAPES, *S.BACKGROUNDS, "top", "bottom", "left", "right", "centre",
+                "a", "at", "the", "in", "on"}
+    assert words == expected and list(full.vocabulary) == sorted(words)
+    bags = bag_of_words(["a small red heart at the top left on stripes", "A big Cyan star, in the centre on dots."],
+                        full.vocabulary)
+    assert torch.allclose(bags.sum(1), torch.ones(2))
+    index = {w: i for i, w in enumerate(full.vocabulary)}
+    assert bags[0, index["the"]] == pytest.approx(1 / 10) and bags[1, index["cyan"]] == pytest.approx(1 / 9)
+    assert caption_words("A big Cyan star, in the centre.") == ["a", "big", "cyan", "star", "in", "the", "centre"]
+    with pytest.raises(DgmError, match="empty"):
+        bag_of_words(["  , "], full.vocabulary)
+    with pytest.raises(DgmError, match="'pink' is not in this model's vocabulary"):
+        bag_of_words(["a pink square"], full.vocabulary)
+    assert load_dataset("digits").vocabulary is None

@@ -71,6 +71,35 @@ def factor_sizes(specs: tuple[Factor, ...] | None) -> tuple[int, ...]:
     return tuple(len(f.values) if f.discrete else 1 for f in specs or ())
 
 
+def caption_words(caption: str) -> list[str]:
+    """The words of a caption: lower case, split on whitespace, punctuation dropped."""
+    return [w for w in (t.strip(".,;:!?\"'()").lower() for t in caption.split()) if w]
+
+
+def caption_vocabulary(captions: list[str]) -> tuple[str, ...]:
+    """The sorted set of words of some captions (`caption_words`)."""
+    return tuple(sorted({w for c in captions for w in caption_words(c)}))
+
+
+def bag_of_words(captions: list[str], vocabulary: tuple[str, ...]) -> torch.Tensor:
+    """Each caption as the frequencies of its words over `vocabulary`: float32 [N, V], rows summing to 1.
+
+    A caption with no words, or a word outside the vocabulary, is refused in one sentence."""
+    index = {w: i for i, w in enumerate(vocabulary)}
+    out = torch.zeros(len(captions), len(vocabulary))
+    for row, caption in enumerate(captions):
+        words = caption_words(caption)
+        if not words:
+            raise DgmError("the caption is empty; write one such as 'a big green square at the top on black'")
+        unknown = [w for w in words if w not in index]
+        if unknown:
+            raise DgmError(f"the word '{unknown[0]}' is not in this model's vocabulary; use the words of the "
+                           f"training captions: {', '.join(vocabulary)}")
+        for w in words:
+            out[row, index[w]] += 1.0 / len(words)
+    return out
+
+
 @dataclass
 class Dataset:
     """A dataset with fixed train / valid / test splits held as uint8 tensors.
@@ -105,6 +134,11 @@ class Dataset:
             raise DgmError(f"dataset '{self.name}' has no known factors, so it has no attribute vectors; use "
                            "sprites (or sprites64)")
         return attribute_vectors(split.factors, self.factors)
+
+    @property
+    def vocabulary(self) -> tuple[str, ...] | None:
+        """The words of the training captions (sorted), None for data without captions."""
+        return caption_vocabulary(self.train.captions) if self.train.captions else None
 
     @property
     def shape(self) -> tuple[int, ...]:

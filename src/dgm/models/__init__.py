@@ -73,8 +73,9 @@ class ModelConfig(Checked):
 
 
 # Set from the dataset, like data_shape, for a config that declares it: each known generating factor's entries
-# in an attribute vector (`dgm.data.factor_sizes`: values of a discrete factor, 1 for a continuous one).
-DATASET_FIELDS = ("data_shape", "levels", "num_classes", "factor_sizes")
+# in an attribute vector (`dgm.data.factor_sizes`: values of a discrete factor, 1 for a continuous one), and the
+# words of the training captions (`Dataset.vocabulary`; () for data without captions).
+DATASET_FIELDS = ("data_shape", "levels", "num_classes", "factor_sizes", "vocabulary")
 
 
 @dataclass
