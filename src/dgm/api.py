@@ -27,8 +27,8 @@ from dgm.errors import DgmError, Interrupted
 from dgm.models import DATASET_FIELDS, batch_fields
 
 RESERVED = {"name", *DATASET_FIELDS}  # set from the dataset, not by the user
-EVAL_METRICS = ("likelihood", "representation", "disentanglement", "colorization", "classification", "modes",
-                "fid", "kid", "inception_score", "precision_recall", "diversity", "memorisation", "critic")
+EVAL_METRICS = ("likelihood", "representation", "disentanglement", "colorization", "conditioning", "classification",
+                "modes", "fid", "kid", "inception_score", "precision_recall", "diversity", "memorisation", "critic")
 # (the last seven: dgm.evaluation.quality.METRICS)
 EVAL_FILE = "eval.json"
 FINGERPRINT = "weights_sha256"  # in eval.json: the weights its scores are of
@@ -289,6 +289,7 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
     `ais` (chains, steps, bdmc) adds the AIS estimate of log p(x), which is never part of "all": it is slow."""
     from dgm.evaluation import (classification_metrics, colorization_metrics, disentanglement_metrics,
                                 likelihood_metrics, mode_metrics, representation_metrics, sample_quality)
+    from dgm.evaluation.factors import conditioning_metrics
     from dgm.evaluation.quality import METRICS as SAMPLE_METRICS
     from dgm.models import require
 
@@ -310,6 +311,10 @@ def _measure(model, dataset, metrics: list[str] | None, split: str = "test", k: 
         "colorization": (lambda: colorization_metrics(model, dataset, split, seed=seed),
                          "colorization scores need a model with colorize() and grey images with colour targets "
                          "and masks (sprites-grey)"),
+        "conditioning": (lambda: conditioning_metrics(model, dataset, split, n_examples=n_examples or 1000,
+                                                      seed=seed),
+                         f"{name} does not sample given a condition, or the shipped factor net cannot read "
+                         f"'{dataset.name}' (conditioning scores need sprites or sprites64)"),
         "classification": (lambda: classification_metrics(model, dataset, split, seed=seed),
                            f"{name} has no classify() (or this data has no labels), so it has no classification "
                            "error"),

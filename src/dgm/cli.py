@@ -89,9 +89,67 @@ def cmd_sample(args) -> None:
         viz.save_grid(grid, out, nrow=nrow)
         print(out)
         return
+    if args.input:
+        out = Path(args.out) if args.out else Path(args.run) / "translations.png"
+        _translate(model, Path(args.input), out, args.seed, args.reverse)
+        print(out)
+        return
+    if args.reverse:
+        raise DgmError("--reverse translates --input FILE from domain B to A (cyclegan); add --input")
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
-    viz.samples(model, out, n=args.n, seed=args.seed, y=args.label)
+    if args.caption is not None or args.box is not None:
+        _sample_captioned(model, args, out)
+    else:
+        viz.samples(model, out, n=args.n, seed=args.seed, y=args.label)
     print(out)
+
+
+def _translate(model, path: Path, out: Path, seed: int, reverse: bool) -> None:
+    """A grid of --input images (left) and their translations (right), by the model's `translate`."""
+    import inspect
+
+    import torch
+
+    from dgm import viz
+    from dgm.io import read_images
+
+    if not callable(getattr(model, "translate", None)):
+        raise DgmError(f"{type(model).__name__} does not translate images; pix2pix and cyclegan do")
+    if reverse and "reverse" not in inspect.signature(model.translate).parameters:
+        raise DgmError(f"{type(model).__name__} translates one way only; --reverse is for cyclegan")
+    x = read_images(path, tuple(model.input_shape), model.cfg.levels)
+    generator = torch.Generator().manual_seed(seed)
+    y = model.translate(x, reverse=True, generator=generator) if reverse else model.translate(x, generator=generator)
+    pairs = torch.stack([x.expand(-1, y.shape[1], -1, -1), y.to(x.dtype)], 1)
+    viz.save_grid(pairs.reshape(-1, *y.shape[1:]), out, nrow=2)
+
+
+def _sample_captioned(model, args, out: Path) -> None:
+    """--n samples for one caption (and box): text-gan, www-gan."""
+    import torch
+
+    from dgm import viz
+
+    if not callable(getattr(model, "condition_of", None)):
+        raise DgmError(f"{type(model).__name__} takes no caption or box; text-gan and www-gan do")
+    if args.caption is None:
+        raise DgmError("--box places the object a caption describes; add --caption TEXT")
+    if args.label is not None:
+        raise DgmError("--label picks a class; a caption model takes --caption (and --box) instead")
+    box = None
+    if args.box is not None:
+        try:
+            box = [int(v) for v in args.box.split(",")]
+        except ValueError:
+            box = []
+        if len(box) != 4:
+            raise DgmError(f"--box takes four whole pixel edges x0,y0,x1,y1 (e.g. 4,4,20,20), got '{args.box}'")
+    y = model.condition_of([args.caption] * args.n, box)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    with torch.no_grad():
+        x = model.sample(args.n, y=y, generator=generator)
+    title = args.caption + (f" in box {args.box}" if box else "")
+    viz.save_grid(x, out, nrow=int(args.n ** 0.5), title=title)
 
 
 def _parse_metrics(text: str | None) -> list[str] | None:
@@ -339,12 +397,20 @@ def make_parser() -> argparse.ArgumentParser:
                         ".npz with an array x [N, 1, H, W] or [N, H, W]; writes a row per image: the input, then "
                         "--k colorizations (default RUN/colorizations.png)")
     s.add_argument("--k", type=int, default=8, help="with --grey: colorizations per image (default 8)")
+    s.add_argument("--caption", help="text-gan / www-gan: draw --n images of this caption, e.g. \"a big green "
+                                     "square at the top on black\" (words of the training captions)")
+    s.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="www-gan: where the object goes, in pixel edges (half-open: columns x0..x1-1, rows y0..y1-1)")
+    s.add_argument("--input", metavar="FILE",
+                   help="pix2pix / cyclegan: translate these images (one PNG of the model's input size or an .npz "
+                        "with an array x); writes input | output rows (default RUN/translations.png)")
+    s.add_argument("--reverse", action="store_true", help="with --input: cyclegan's translation from B to A")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="every metric the model supports (writes RUN/eval.json)")
     e.add_argument("run", help="the run folder")
     e.add_argument("--metrics", help="comma-separated subset of: likelihood, representation, disentanglement, "
-                                     "colorization, classification, modes, fid, kid, inception_score, "
+                                     "colorization, conditioning, classification, modes, fid, kid, inception_score, "
                                      "precision_recall, diversity, memorisation, critic (default: all the model "
                                      "supports)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"],

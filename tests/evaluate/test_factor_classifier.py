@@ -138,3 +138,37 @@ def test_the_inception_style_score_is_over_the_five_shapes(shipped, test_split):
     assert 4 < quality.inception_score(logits) <= 5
     squares = logits[f[:, sprites.SHAPE] == 0]
     assert 1 <= quality.inception_score(squares) < 1.2  # one shape: close to 1
+
+
+class _Renders(torch.nn.Module):
+    """A 'conditional generator' whose condition is the true factors and which draws exactly that scene
+    (or, with `fixed`, always the first one): the metric's ceiling and a floor."""
+
+    conditional = True
+
+    def __init__(self, fixed: bool = False):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.fixed = fixed
+
+    def batch_fields(self, dataset, split):
+        return (split.factors,)
+
+    def sample(self, n, y=None, generator=None):
+        y = y[:1].expand(n, -1) if self.fixed else y
+        return sprites.render(y, 32)[0].float() / 255
+
+
+def test_conditioning_scores_a_perfect_conditional_generator_at_the_nets_accuracy_and_a_fixed_one_at_chance(
+        data, read, test_split):
+    f, images, _ = test_split
+    perfect = factors.conditioning_metrics(_Renders(), data, n_examples=500)
+    idx = torch.linspace(0, len(f) - 1, 500).round().long()
+    want = factors.caption_accuracy(images[idx], f[idx], read={k: v[idx] for k, v in read.items()})
+    assert perfect["conditioning_examples"] == 500 and perfect["conditioning_box_iou"] == 1.0
+    for word, value in want.items():
+        assert perfect[f"conditioning_{word}"] == pytest.approx(value)
+    fixed = factors.conditioning_metrics(_Renders(fixed=True), data, n_examples=500)
+    assert fixed["conditioning_colour"] < 0.3 and fixed["conditioning_shape"] < 0.4 and fixed["conditioning_all"] < 0.05
+    assert fixed["conditioning_box_iou"] < 0.5
+    assert factors.conditioning_metrics(torch.nn.Linear(1, 1), data) == {}  # no condition, no scores

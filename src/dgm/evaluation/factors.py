@@ -115,3 +115,44 @@ def caption_accuracy(images: torch.Tensor, factors: torch.Tensor, net: nn.Module
     out = {k: v.double().mean().item() for k, v in hits.items()}
     out["all"] = torch.stack(list(hits.values())).all(0).double().mean().item()
     return out
+
+
+def reads_factors(dataset) -> bool:
+    """Whether the shipped factor net reads this dataset's images (RGB sprites at 32 or 64 pixels)."""
+    from dgm.evaluation.features import SHIPPED
+
+    return SHIPPED.get(dataset.name) == "sprites" and dataset.factors is not None
+
+
+@torch.no_grad()
+def conditioning_metrics(model: nn.Module, dataset, split: str = "test", n_examples: int | None = 1000,
+                         seed: int = 0, batch_size: int = 250) -> dict[str, float | int]:
+    """Does a conditional generator draw what its condition asks for? One sample per example of `split` (an
+    evenly strided subset of n_examples), conditioned on that example's condition (its first batch field: a
+    class label, an attribute vector, a caption, a caption and box), read by the shipped factor net against the
+    example's true factors: `conditioning_<word>` the fraction whose caption word matches (shape, colour, size,
+    row, column, background; `conditioning_all`: all six), and `conditioning_box_iou` the mean IoU of the
+    object's measured box with the example's box. What the condition does not say is read at chance (a class
+    label names only the shape). {} for a model that does not sample given a condition, or data the factor net
+    cannot read."""
+    from dgm.evaluation.likelihood import strided_subset
+    from dgm.models import batch_fields
+
+    conditioned = (getattr(model, "conditional", False) or getattr(model, "samples_by_label", False)
+                   or callable(getattr(model, "condition_of", None)))
+    if not (conditioned and callable(getattr(model, "sample", None)) and reads_factors(dataset)):
+        return {}
+    data = dataset.split(split)
+    idx = strided_subset(len(data), n_examples or len(data))
+    y = batch_fields(model, dataset, data)[0][idx]
+    device = next(model.parameters()).device
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    images = torch.cat([model.sample(len(part), y=part.to(device), generator=g).float().cpu()
+                        for part in y.split(batch_size)])
+    read = read_factors(images)
+    out: dict[str, float | int] = {f"conditioning_{k}": v
+                                   for k, v in caption_accuracy(images, data.factors[idx], read=read).items()}
+    out["conditioning_box_iou"] = box_iou(read["box"], data.boxes[idx]).mean().item()
+    out["conditioning_examples"] = len(idx)
+    return out
