@@ -86,8 +86,9 @@ def bag_of_words(captions: list[str], vocabulary: tuple[str, ...]) -> torch.Tens
 
     A caption with no words, or a word outside the vocabulary, is refused in one sentence."""
     index = {w: i for i, w in enumerate(vocabulary)}
-    out = torch.zeros(len(captions), len(vocabulary))
-    for row, caption in enumerate(captions):
+    unique = list(dict.fromkeys(captions))  # each sentence once (sprites' 50,000 captions hold about 5,000)
+    out = torch.zeros(len(unique), len(vocabulary))
+    for row, caption in enumerate(unique):
         words = caption_words(caption)
         if not words:
             raise DgmError("the caption is empty; write one such as 'a big green square at the top on black'")
@@ -97,7 +98,10 @@ def bag_of_words(captions: list[str], vocabulary: tuple[str, ...]) -> torch.Tens
                            f"training captions: {', '.join(vocabulary)}")
         for w in words:
             out[row, index[w]] += 1.0 / len(words)
-    return out
+    if len(unique) == len(captions):
+        return out
+    row_of = {caption: i for i, caption in enumerate(unique)}
+    return out[torch.tensor([row_of[c] for c in captions], dtype=torch.long)]
 
 
 @dataclass
