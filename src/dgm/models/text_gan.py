@@ -12,10 +12,10 @@ alone; `www-gan` also on a bounding box (x0, y0, x1, y1) that says where the obj
   value of one attribute (size, colour, shape, row, column, background), so word order carries
   nothing a bag loses. G and D each own their phi, each trained by its own loss.
 - Conditioning map: phi(t) replicated over the pixels whose centres ((j + 0.5) / w, (i + 0.5) / h)
-  lie in the box [x0, x1) x [y0, y1), 0 elsewhere: [B, d, h, w] (`box_map`). G joins it to its
-  features at every resolution, D to the image and to its smallest feature map (4x4 at 32x32,
-  followed by a 1x1 conv, as Reed's D joins the text). For text-gan the box is the whole canvas,
-  so the map is phi(t) everywhere: one code path.
+  lie in the box [x0, x1) x [y0, y1), 0 elsewhere: [B, d, h, w] (`box_map`). text-gan is Reed's
+  network: G reads [z, phi(t)] at its input, D joins phi(t) replicated over its smallest feature map
+  (4x4 at 32x32; the box is the whole canvas) followed by a 1x1 conv. www-gan also joins the map to
+  G's features at every resolution and to D's input image, so both see where the object belongs.
 - Matching-aware D (GAN-CLS), with t_wrong the batch's captions rolled by one (each image keeps its box):
       L_D = -[log D(x, t) + 1/2 (log(1 - D(x, t_wrong)) + log(1 - D(G(z, t), t)))]
 - GAN-INT: G is also trained on interpolated captions t_int = beta t + (1 - beta) t_rolled (beta = 1/2),
@@ -90,23 +90,27 @@ class WWWGANConfig(TextGANConfig):
 
 # --- networks --------------------------------------------------------------------------------------
 class TextGenerator(nn.Module):
-    """(z, bag, boxes01) -> [B, C, H, W] in [0, 1]: DCGAN upsampling from [z, phi_G(t)], the conditioning map of
-    phi_G(t) joined to the features at every resolution."""
+    """(z, bag, boxes01) -> [B, C, H, W] in [0, 1]: DCGAN upsampling from [z, phi_G(t)]; with `spatial` (www-gan)
+    the conditioning map of phi_G(t) is joined to the features at every resolution too (text-gan: Reed's G, the
+    text at the input only)."""
 
-    def __init__(self, latent_dim: int, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int):
+    def __init__(self, latent_dim: int, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int,
+                 spatial: bool):
         super().__init__()
         c, h, w = shape
         h0, w0, n_up = dcgan_plan(h, w)
         widths = _dcgan_widths(base, n_up)
+        self.spatial = spatial
+        map_dim = text_dim if spatial else 0
         self.text = nn.Linear(vocab_size, text_dim)
         self.start = nn.Sequential(nn.ConvTranspose2d(latent_dim + text_dim, widths[0], (h0, w0), bias=False),
                                    nn.BatchNorm2d(widths[0]), nn.ReLU())
         self.ups = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(c_in + text_dim, c_out, 4, stride=2, padding=1, bias=False),
+            nn.Sequential(nn.ConvTranspose2d(c_in + map_dim, c_out, 4, stride=2, padding=1, bias=False),
                           nn.BatchNorm2d(c_out), nn.ReLU())
             for c_in, c_out in zip(widths[:-1], widths[1:]))
-        self.out = (nn.ConvTranspose2d(widths[-1] + text_dim, c, 4, stride=2, padding=1) if n_up else
-                    nn.Conv2d(widths[-1] + text_dim, c, 3, padding=1))
+        self.out = (nn.ConvTranspose2d(widths[-1] + map_dim, c, 4, stride=2, padding=1) if n_up else
+                    nn.Conv2d(widths[-1] + map_dim, c, 3, padding=1))
 
     def embed(self, bag: torch.Tensor) -> torch.Tensor:
         """phi_G(t) = LeakyReLU_0.2(W b(t) + c): [B, text_dim]."""
@@ -116,18 +120,20 @@ class TextGenerator(nn.Module):
         e = self.embed(bag)
         h = self.start(torch.cat([z, e], 1)[:, :, None, None])
         for layer in (*self.ups, self.out):
-            h = layer(torch.cat([h, box_map(e, boxes01, *h.shape[2:])], 1))
+            h = layer(torch.cat([h, box_map(e, boxes01, *h.shape[2:])], 1) if self.spatial else h)
         return torch.sigmoid(h)
 
 
 class TextDiscriminator(nn.Module):
-    """(x, bag, boxes01) -> logits [B]: DCGAN's D on the image with the conditioning map of phi_D(t) joined to it,
-    the map joined again to the smallest feature map, a 1x1 conv + batch norm + LeakyReLU, then DCGAN's last conv."""
+    """(x, bag, boxes01) -> logits [B]: DCGAN's D on the image (with `spatial`, www-gan, the conditioning map of
+    phi_D(t) joined to it), the map joined to the smallest feature map (Reed's D: the text replicated at 4x4),
+    a 1x1 conv + batch norm + LeakyReLU, then DCGAN's last conv."""
 
-    def __init__(self, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int):
+    def __init__(self, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int, spatial: bool):
         super().__init__()
         c, h, w = shape
-        *features, final, _ = DCGANDiscriminator((c + text_dim, h, w), base, 1, "batch")  # _: its Flatten
+        self.spatial = spatial
+        *features, final, _ = DCGANDiscriminator((c + (text_dim if spatial else 0), h, w), base, 1, "batch")
         width = final.in_channels
         self.text = nn.Linear(vocab_size, text_dim)
         self.features = nn.Sequential(*features)
@@ -141,7 +147,7 @@ class TextDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, bag: torch.Tensor, boxes01: torch.Tensor) -> torch.Tensor:
         e = self.embed(bag)
-        h = self.features(torch.cat([x, box_map(e, boxes01, *x.shape[2:])], 1))
+        h = self.features(torch.cat([x, box_map(e, boxes01, *x.shape[2:])], 1) if self.spatial else x)
         h = self.joint(torch.cat([h, box_map(e, boxes01, *h.shape[2:])], 1))
         return self.out(h).flatten()
 
@@ -156,8 +162,9 @@ class TextGAN(nn.Module):
         self.cfg = cfg
         vocab_size = len(cfg.vocabulary)
         self.condition_dim = vocab_size + (4 if cfg.box else 0)
-        self.generator = TextGenerator(cfg.latent_dim, vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels)
-        self.discriminator = TextDiscriminator(vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels)
+        self.generator = TextGenerator(cfg.latent_dim, vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels,
+                                       cfg.box)
+        self.discriminator = TextDiscriminator(vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels, cfg.box)
         self.apply(_dcgan_init)
         # y ~ p_data(y) for sampling: evenly strided training conditions, the first bank_size rows used
         self.register_buffer("condition_bank", torch.zeros(BANK_SIZE, self.condition_dim))
