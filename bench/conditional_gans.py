@@ -163,7 +163,6 @@ def cycle_row(row: str, name: str, options: dict, args) -> dict:
     from dgm.data import sprites as S
     from dgm.evaluation.factors import object_masks, read_factors
     from dgm.models import batch_fields
-    from dgm.models.cyclegan import translation_targets
 
     out, seconds = train(row, name, options, args)
     dataset = load_dataset("sprites")
@@ -171,7 +170,7 @@ def cycle_row(row: str, name: str, options: dict, args) -> dict:
     idx = strided(len(test), args.n_examples)
     model = dgm.load(out).eval()
     a, b = (f[idx] for f in batch_fields(model, dataset, test))
-    target = translation_targets(model, dataset, test)[idx].float() / 255
+    target = model.translation_targets(dataset, test)[idx].float() / 255
     a_f, b_f = a.float() / 255, b.float() / 255
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
@@ -184,7 +183,8 @@ def cycle_row(row: str, name: str, options: dict, args) -> dict:
     square, circle = S.SHAPES.index("square"), S.SHAPES.index("circle")
     keep_pictures(out, row, args)
     return {"model": row, "steps": args.steps, "train_seconds": seconds, "l1_object": l1_object,
-            "l1_image": l1_image, "cycle_a": (fga - a_f).abs().mean().item(), "cycle_b": (gfb - b_f).abs().mean().item(),
+            "l1_image": l1_image, "cycle_a": (fga - a_f).abs().mean().item(),
+            "cycle_b": (gfb - b_f).abs().mean().item(),
             "g_reads_square": (read_ga["shape"] == square).double().mean().item(),
             "f_reads_circle": (read_fb["shape"] == circle).double().mean().item(),
             "colour_kept": (read_ga["colour"] == read_a["colour"]).double().mean().item(),

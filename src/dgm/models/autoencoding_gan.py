@@ -31,7 +31,7 @@ from torch import nn
 from dgm.config import choice, number, numbers
 from dgm.errors import DgmError
 from dgm.models import ModelConfig
-from dgm.models.gan import DCGANDiscriminator, DCGANGenerator, _dcgan_init, refuse_ignored_training_options
+from dgm.models.gan import DCGANDiscriminator, DCGANGenerator, dcgan_init, refuse_ignored_training_options
 from dgm.nn import MLP
 
 
@@ -114,7 +114,7 @@ class AutoEncodingGAN(nn.Module):
         cfg = self.cfg
         if self.conv:
             net = DCGANGenerator(in_dim, cfg.data_shape, cfg.base_channels)
-            net.apply(_dcgan_init)
+            net.apply(dcgan_init)
             return net
         return nn.Sequential(MLP(in_dim, list(cfg.hidden_dims), self.dim, "relu", self.is_image),
                              *([nn.Sigmoid()] if self.is_image else []), nn.Unflatten(1, tuple(cfg.data_shape)))
@@ -129,7 +129,7 @@ class AutoEncodingGAN(nn.Module):
         cfg = self.cfg
         if self.conv:
             net = DCGANDiscriminator(tuple(cfg.data_shape), cfg.base_channels, out_dim, cfg.d_norm)
-            net.apply(_dcgan_init)
+            net.apply(dcgan_init)
             return net
         return nn.Sequential(nn.Flatten(1), leaky_mlp(self.dim + extra_in, list(cfg.hidden_dims)[::-1], out_dim))
 

@@ -43,7 +43,7 @@ from torch import nn
 from dgm.config import number, numbers, text
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
-from dgm.models.gan import (_dcgan_init, least_squares_discriminator_loss, least_squares_generator_loss,
+from dgm.models.gan import (dcgan_init, least_squares_discriminator_loss, least_squares_generator_loss,
                             refuse_ignored_training_options)
 from dgm.nn.translation import PatchDiscriminator, norm_layer
 
@@ -175,7 +175,7 @@ class CycleGAN(nn.Module):
         self.f = ResNetGenerator(c, cfg.base_channels, cfg.n_blocks)
         self.d_a = PatchDiscriminator(c, cfg.base_channels, n_layers=cfg.patch_layers, norm="instance")
         self.d_b = PatchDiscriminator(c, cfg.base_channels, n_layers=cfg.patch_layers, norm="instance")
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
         self.pool_a = ImagePool(cfg.pool_size, tuple(cfg.data_shape))  # fakes F(b), shown to D_A
         self.pool_b = ImagePool(cfg.pool_size, tuple(cfg.data_shape))  # fakes G(a), shown to D_B
 

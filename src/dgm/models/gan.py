@@ -205,7 +205,7 @@ def dcgan_plan(h: int, w: int) -> tuple[int, int, int]:
     return h, w, n_up
 
 
-def _dcgan_widths(base: int, n_up: int) -> list[int]:
+def dcgan_widths(base: int, n_up: int) -> list[int]:
     """Channels of the generator's hidden layers from the latent end: base * 2^(n_up-1), ..., base."""
     return [base * min(8, 2 ** i) for i in reversed(range(max(1, n_up)))]
 
@@ -224,7 +224,7 @@ class DCGANGenerator(nn.Sequential):
     def __init__(self, in_dim: int, shape: tuple[int, int, int], base: int):
         c, h, w = shape
         h0, w0, n_up = dcgan_plan(h, w)
-        widths = _dcgan_widths(base, n_up)
+        widths = dcgan_widths(base, n_up)
         layers: list[nn.Module] = [nn.Unflatten(1, (in_dim, 1, 1)),
                                    nn.ConvTranspose2d(in_dim, widths[0], (h0, w0), bias=False),
                                    nn.BatchNorm2d(widths[0]), nn.ReLU()]
@@ -243,7 +243,7 @@ class DCGANDiscriminator(nn.Sequential):
     def __init__(self, shape: tuple[int, int, int], base: int, out_dim: int, norm: str):
         c, h, w = shape
         h0, w0, n_up = dcgan_plan(h, w)
-        widths = _dcgan_widths(base, n_up)[::-1]
+        widths = dcgan_widths(base, n_up)[::-1]
         first = nn.Conv2d(c, widths[0], 4, stride=2, padding=1) if n_up else nn.Conv2d(c, widths[0], 3, padding=1)
         layers: list[nn.Module] = [first, nn.LeakyReLU(0.2)]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
@@ -253,7 +253,7 @@ class DCGANDiscriminator(nn.Sequential):
         super().__init__(*layers)
 
 
-def _dcgan_init(module: nn.Module) -> None:
+def dcgan_init(module: nn.Module) -> None:
     """Radford et al.: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), biases 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
@@ -281,7 +281,7 @@ class GAN(nn.Module):
             self.generator = DCGANGenerator(g_in, cfg.data_shape, cfg.base_channels)
             self.discriminator = DCGANDiscriminator((cfg.pack * (c + d_extra), h, w), cfg.base_channels, d_out,
                                                     cfg.d_norm)
-            self.apply(_dcgan_init)
+            self.apply(dcgan_init)
         else:
             dim = math.prod(cfg.data_shape)
             is_image = len(cfg.data_shape) == 3

@@ -34,7 +34,7 @@ from dgm.config import choice, number, numbers
 from dgm.data.sprites import luminance
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
-from dgm.models.gan import (_dcgan_init, gan_discriminator_loss, non_saturating_generator_loss,
+from dgm.models.gan import (dcgan_init, gan_discriminator_loss, non_saturating_generator_loss,
                             refuse_ignored_training_options)
 from dgm.nn.translation import PatchDiscriminator, UNet, patch_receptive_field
 
@@ -117,7 +117,7 @@ class Pix2Pix(nn.Module):
         self.generator = UNet(1, c, base=base, max_channels=8 * base, dropout=cfg.dropout, size=(h, w))
         self.discriminator = (PatchDiscriminator(1 + c, base=base, n_layers=cfg.patch_layers, norm=cfg.d_norm)
                               if cfg.gan_weight > 0 else None)
-        self.apply(_dcgan_init)  # the paper's N(0, 0.02) weights
+        self.apply(dcgan_init)  # the paper's N(0, 0.02) weights
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

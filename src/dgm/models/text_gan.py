@@ -43,7 +43,7 @@ from dgm.config import number, numbers, text
 from dgm.data import bag_of_words
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
-from dgm.models.gan import (DCGANDiscriminator, _dcgan_init, _dcgan_widths, dcgan_plan, gan_discriminator_loss,
+from dgm.models.gan import (DCGANDiscriminator, dcgan_init, dcgan_widths, dcgan_plan, gan_discriminator_loss,
                             non_saturating_generator_loss, refuse_ignored_training_options)
 
 BANK_SIZE = 1024  # training conditions kept for sampling y ~ p_data(y)
@@ -99,7 +99,7 @@ class TextGenerator(nn.Module):
         super().__init__()
         c, h, w = shape
         h0, w0, n_up = dcgan_plan(h, w)
-        widths = _dcgan_widths(base, n_up)
+        widths = dcgan_widths(base, n_up)
         self.spatial = spatial
         map_dim = text_dim if spatial else 0
         self.text = nn.Linear(vocab_size, text_dim)
@@ -165,7 +165,7 @@ class TextGAN(nn.Module):
         self.generator = TextGenerator(cfg.latent_dim, vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels,
                                        cfg.box)
         self.discriminator = TextDiscriminator(vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels, cfg.box)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
         # y ~ p_data(y) for sampling: evenly strided training conditions, the first bank_size rows used
         self.register_buffer("condition_bank", torch.zeros(BANK_SIZE, self.condition_dim))
         self.register_buffer("bank_size", torch.tensor(0))
