@@ -108,3 +108,31 @@ def test_eval_conditioning_scores_caption_models_and_refuses_translators(runs, c
     assert main(["eval", str(runs["pix2pix"]), "--metrics", "conditioning"]) == 1
     assert "does not sample given a condition" in _one_sentence(capsys.readouterr().err)
 
+
+
+def test_the_serve_page_draws_a_caption_in_a_box_and_refuses_bad_ones(runs):
+    httpx = pytest.importorskip("httpx")
+    import torch
+
+    from dgm.serve import Background, create_app, load_explorer, png
+
+    with Background(create_app(load_explorer(runs["www-gan"]))) as url, httpx.Client(base_url=url) as client:
+        info = client.get("/api/info").json()
+        assert info["captions"] and info["boxes"] and "square" in info["vocabulary"]
+        caption, box = "a big green square at the top on black", "2,4,20,22"
+        r = client.get("/api/sample", params={"caption": caption, "box": box, "n": 4, "seed": 3})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        model = dgm.load(runs["www-gan"])  # the page's picture is the model's own samples for that condition
+        x = model.sample(4, y=model.condition_of([caption] * 4, [2, 4, 20, 22]),
+                         generator=torch.Generator().manual_seed(3))
+        assert r.content == png(x, nrow=2)
+        for params, status, words in (({"caption": caption, "box": "2,4,40,22"}, 422, "canvas"),
+                                      ({"caption": caption, "box": "2,4"}, 400, "four whole pixel edges"),
+                                      ({"box": box}, 400, "give a caption too"),
+                                      ({"caption": "a pink square", "box": box}, 422, "'pink'"),
+                                      ({"caption": caption}, 422, "box")):
+            r = client.get("/api/sample", params=params)
+            assert r.status_code == status and words in r.json()["error"], (params, r.text)
+    with Background(create_app(load_explorer(runs["text-gan"]))) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/api/info").json()["boxes"] is False
+        assert client.get("/api/sample", params={"caption": "a red star on white"}).status_code == 200

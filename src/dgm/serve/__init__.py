@@ -230,6 +230,8 @@ class Explorer:
         return {
             "model": self.cfg.name, "run": self.name, "shape": list(self.shape), "levels": self.levels,
             "classes": self.classes, "conditional": self.conditional,
+            "captions": self.has("condition_of"), "boxes": bool(getattr(self.cfg, "box", False)),
+            "vocabulary": list(getattr(self.cfg, "vocabulary", ())) if self.has("condition_of") else None,
             "class_names": self.class_names if self.classes else None,
             "test_images": 0 if self.test_x is None else len(self.test_x),
             "data_note": self.data_note,
@@ -340,11 +342,20 @@ class Explorer:
         if why:
             raise ApiError(400, f"this page part is off: {why}")
 
-    def sample(self, n: int, seed: int, label: int | None) -> bytes:
+    def sample(self, n: int, seed: int, label: int | None, caption: str | None = None,
+               box: list[int] | None = None) -> bytes:
         from dgm.api import draw
 
         self.require("sample")
-        x = draw(self.model, n, seed=seed, label=label)
+        if caption is None and box is None:
+            x = draw(self.model, n, seed=seed, label=label)
+        elif not self.has("condition_of"):
+            raise ApiError(400, f"{type(self.model).__name__} takes no caption or box; text-gan and www-gan do")
+        elif caption is None:
+            raise ApiError(400, "a box places the object a caption describes; give a caption too")
+        else:  # the model's own sentence for an empty caption, an unknown word or a box off the canvas (422)
+            y = self.model.condition_of([caption] * n, box)
+            x = self.model.sample(n, y=y, generator=torch.Generator(device=self.device).manual_seed(seed))
         if x.dim() != 4:
             return scatter_png(x)
         return png(x, nrow=math.ceil(n ** 0.5))
@@ -482,10 +493,17 @@ def create_app(explorer: Explorer):
         return JSONResponse(explorer.info())
 
     async def sample(request):
-        q = _query(request, ("n", "seed", "label"))
+        q = _query(request, ("n", "seed", "label", "caption", "box"))
         n = whole_number(q.get("n", 16), "n", 1, MAX_SAMPLES)
         seed = whole_number(q.get("seed", 0), "seed", 0, 2 ** 63 - 1)
-        return _png_response(await compute(explorer.sample, n, seed, explorer.label(q.get("label"))))
+        box = None
+        if q.get("box") not in (None, ""):
+            parts = q["box"].split(",")
+            if len(parts) != 4:
+                raise ApiError(400, f"box takes four whole pixel edges x0,y0,x1,y1, got '{q['box']}'")
+            box = [whole_number(v, "box", 0, 1 << 16) for v in parts]
+        caption = q.get("caption") if q.get("caption") not in (None, "") or box is not None else None
+        return _png_response(await compute(explorer.sample, n, seed, explorer.label(q.get("label")), caption, box))
 
     async def test_image(request):
         q = _query(request, ("index",))
