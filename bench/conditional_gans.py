@@ -70,8 +70,11 @@ def train(row: str, name: str, options: dict, args) -> tuple[Path, float | None]
     if trained(out, args.steps):
         return out, None
     t0 = time.perf_counter()
-    dgm.train(name, data="sprites", out=out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-              eval_every=max(args.steps // 2, 1), progress=False, quiet=True, **options)
+    if (out / "checkpoint.safetensors").exists():  # trained fewer steps before: go on to --steps
+        dgm.resume(out, steps=args.steps, progress=False, quiet=True)
+    else:
+        dgm.train(name, data="sprites", out=out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                  eval_every=max(args.steps // 2, 1), progress=False, quiet=True, **options)
     return out, time.perf_counter() - t0
 
 
