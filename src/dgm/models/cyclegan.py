@@ -44,7 +44,7 @@ from dgm.config import number, numbers, text
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
 from dgm.models.gan import (dcgan_init, least_squares_discriminator_loss, least_squares_generator_loss,
-                            refuse_ignored_training_options)
+                            adam_optimizers)
 from dgm.nn.translation import PatchDiscriminator, norm_layer
 
 NEEDS_DOMAINS = "train on sprites (or sprites64), whose scenes it renders with one factor changed"
@@ -232,15 +232,9 @@ class CycleGAN(nn.Module):
     # --- training ---------------------------------------------------------------------------------------
     def optimizers(self, train_cfg) -> dict[str, torch.optim.Optimizer]:
         """{"generator": Adam over G and F, "discriminator": Adam over D_A and D_B}, with g_lr, d_lr and betas."""
-        refuse_ignored_training_options(train_cfg)
-        cfg = self.cfg
-
-        def adam(modules: list[nn.Module], lr: float) -> torch.optim.Optimizer:
-            params = [p for m in modules for p in m.parameters()]
-            return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=train_cfg.weight_decay,
-                                    fused=True)
-
-        return {"generator": adam([self.g, self.f], cfg.g_lr), "discriminator": adam([self.d_a, self.d_b], cfg.d_lr)}
+        return adam_optimizers(train_cfg, self.cfg.betas, {
+            "generator": ([*self.g.parameters(), *self.f.parameters()], self.cfg.g_lr),
+            "discriminator": ([*self.d_a.parameters(), *self.d_b.parameters()], self.cfg.d_lr)})
 
     @staticmethod
     def _critic(d: nn.Module, x: torch.Tensor) -> torch.Tensor:

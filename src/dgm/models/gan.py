@@ -487,6 +487,16 @@ def vector_arithmetic(model: GAN, z_a: torch.Tensor, z_b: torch.Tensor, z_c: tor
     return model.generate(z[None], y)
 
 
+def adam_optimizers(train_cfg, betas, groups: dict[str, tuple[list[nn.Parameter], float]]
+                    ) -> dict[str, torch.optim.Optimizer]:
+    """{name: Adam(params, lr, betas)} for an adversarial model's parameter groups {name: (params, lr)}, with the
+    trainer's weight decay; the trainer's lr, betas and optimizer are refused first (the model's fields set them).
+    Fused: one kernel for all parameters, as the trainer's own Adam."""
+    refuse_ignored_training_options(train_cfg)
+    return {name: torch.optim.Adam(list(params), lr=lr, betas=tuple(betas), weight_decay=train_cfg.weight_decay,
+                                   fused=True) for name, (params, lr) in groups.items()}
+
+
 def refuse_ignored_training_options(train_cfg) -> None:
     """DgmError if the trainer's lr, betas or optimizer differ from their defaults: adversarial models take them
     from their own fields (g_lr, d_lr, betas, optimizer), so a training value would be silently ignored."""

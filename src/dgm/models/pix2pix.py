@@ -35,7 +35,7 @@ from dgm.data.sprites import luminance
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
 from dgm.models.gan import (dcgan_init, gan_discriminator_loss, non_saturating_generator_loss,
-                            refuse_ignored_training_options)
+                            adam_optimizers)
 from dgm.nn.translation import PatchDiscriminator, UNet, patch_receptive_field
 
 TASKS = ("mask", "grey", "edges")
@@ -173,17 +173,10 @@ class Pix2Pix(nn.Module):
     # --- training protocol ------------------------------------------------------------------------------
     def optimizers(self, train_cfg) -> dict[str, torch.optim.Optimizer]:
         """{"generator"[, "discriminator"]}: Adam with g_lr / d_lr and betas (no D when gan_weight = 0)."""
-        refuse_ignored_training_options(train_cfg)
-        cfg = self.cfg
-
-        def adam(params, lr):
-            return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=train_cfg.weight_decay,
-                                    fused=True)
-
-        out = {"generator": adam(self.generator.parameters(), cfg.g_lr)}
+        groups = {"generator": (self.generator.parameters(), self.cfg.g_lr)}
         if self.discriminator is not None:
-            out["discriminator"] = adam(self.discriminator.parameters(), cfg.d_lr)
-        return out
+            groups["discriminator"] = (self.discriminator.parameters(), self.cfg.d_lr)
+        return adam_optimizers(train_cfg, self.cfg.betas, groups)
 
     def train_step(self, batch, optimizers: dict[str, torch.optim.Optimizer], step: int) -> dict[str, torch.Tensor]:
         """One D update on (a, b) against G(a, z), then one G update scored by the updated D."""

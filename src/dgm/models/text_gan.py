@@ -12,10 +12,13 @@ alone; `www-gan` also on a bounding box (x0, y0, x1, y1) that says where the obj
   value of one attribute (size, colour, shape, row, column, background), so word order carries
   nothing a bag loses. G and D each own their phi, each trained by its own loss.
 - Conditioning map: phi(t) replicated over the pixels whose centres ((j + 0.5) / w, (i + 0.5) / h)
-  lie in the box [x0, x1) x [y0, y1), 0 elsewhere: [B, d, h, w] (`box_map`). text-gan is Reed's
-  network: G reads [z, phi(t)] at its input, D joins phi(t) replicated over its smallest feature map
-  (4x4 at 32x32; the box is the whole canvas) followed by a 1x1 conv. www-gan also joins the map to
-  G's features at every resolution and to D's input image, so both see where the object belongs.
+  lie in the box [x0, x1) x [y0, y1), 0 elsewhere: [B, d, h, w] (`box_map`). D joins it to the image
+  and again to its smallest feature map (4x4 at 32x32, followed by a 1x1 conv: Reed's D joins the text
+  there only; with the text at 4x4 alone, D won and G collapsed to one image per background within one
+  epoch on sprites, in three runs with and without GAN-INT and the matching-aware term, while a cgan with
+  its labels at D's input did not). text-gan's G reads [z, phi(t)] at its input (Reed's G; the box is the
+  whole canvas); www-gan's G also joins the map to its features at every resolution, so it can place the
+  object.
 - Matching-aware D (GAN-CLS), with t_wrong the batch's captions rolled by one (each image keeps its box):
       L_D = -[log D(x, t) + 1/2 (log(1 - D(x, t_wrong)) + log(1 - D(G(z, t), t)))]
 - GAN-INT: G is also trained on interpolated captions t_int = beta t + (1 - beta) t_rolled (beta = 1/2),
@@ -44,7 +47,7 @@ from dgm.data import bag_of_words
 from dgm.errors import DgmError
 from dgm.models import ModelConfig, register_model
 from dgm.models.gan import (DCGANDiscriminator, dcgan_init, dcgan_widths, dcgan_plan, gan_discriminator_loss,
-                            non_saturating_generator_loss, refuse_ignored_training_options)
+                            non_saturating_generator_loss, adam_optimizers)
 
 BANK_SIZE = 1024  # training conditions kept for sampling y ~ p_data(y)
 
@@ -73,7 +76,8 @@ class TextGANConfig(ModelConfig):
     vocabulary: tuple[str, ...] = text((), r"[a-z0-9]+", "words of the training captions")
     box: bool = False  # www-gan: the caption's embedding fills the object's bounding box in G and D
     latent_dim: int = number(100, min=1)
-    text_dim: int = number(128, min=1)  # phi(t): the caption's embedding, Reed's 128
+    text_dim: int = number(32, min=1)  # phi(t): the caption's embedding (Reed's 128 compressed a 1,024-dim
+    # char-CNN-RNN code; a 31-word vocabulary needs fewer, and D's input carries text_dim planes)
     base_channels: int = number(64, min=1)  # DCGAN widths: this next to the image, doubling towards 4x4 (at most 8x)
     matching_aware: bool = True  # GAN-CLS: D also learns that real images with wrong captions are false
     interpolation_weight: float = number(1.0, min=0)  # lambda of GAN-INT's term; 0 turns it off
@@ -125,15 +129,14 @@ class TextGenerator(nn.Module):
 
 
 class TextDiscriminator(nn.Module):
-    """(x, bag, boxes01) -> logits [B]: DCGAN's D on the image (with `spatial`, www-gan, the conditioning map of
-    phi_D(t) joined to it), the map joined to the smallest feature map (Reed's D: the text replicated at 4x4),
-    a 1x1 conv + batch norm + LeakyReLU, then DCGAN's last conv."""
+    """(x, bag, boxes01) -> logits [B]: DCGAN's D on the image with the conditioning map of phi_D(t) joined to it,
+    the map joined again to the smallest feature map (Reed's D: the text replicated at 4x4), a 1x1 conv + batch
+    norm + LeakyReLU, then DCGAN's last conv."""
 
-    def __init__(self, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int, spatial: bool):
+    def __init__(self, vocab_size: int, text_dim: int, shape: tuple[int, int, int], base: int):
         super().__init__()
         c, h, w = shape
-        self.spatial = spatial
-        *features, final, _ = DCGANDiscriminator((c + (text_dim if spatial else 0), h, w), base, 1, "batch")
+        *features, final, _ = DCGANDiscriminator((c + text_dim, h, w), base, 1, "batch")  # _: its Flatten
         width = final.in_channels
         self.text = nn.Linear(vocab_size, text_dim)
         self.features = nn.Sequential(*features)
@@ -147,7 +150,7 @@ class TextDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, bag: torch.Tensor, boxes01: torch.Tensor) -> torch.Tensor:
         e = self.embed(bag)
-        h = self.features(torch.cat([x, box_map(e, boxes01, *x.shape[2:])], 1) if self.spatial else x)
+        h = self.features(torch.cat([x, box_map(e, boxes01, *x.shape[2:])], 1))
         h = self.joint(torch.cat([h, box_map(e, boxes01, *h.shape[2:])], 1))
         return self.out(h).flatten()
 
@@ -164,7 +167,7 @@ class TextGAN(nn.Module):
         self.condition_dim = vocab_size + (4 if cfg.box else 0)
         self.generator = TextGenerator(cfg.latent_dim, vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels,
                                        cfg.box)
-        self.discriminator = TextDiscriminator(vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels, cfg.box)
+        self.discriminator = TextDiscriminator(vocab_size, cfg.text_dim, cfg.data_shape, cfg.base_channels)
         self.apply(dcgan_init)
         # y ~ p_data(y) for sampling: evenly strided training conditions, the first bank_size rows used
         self.register_buffer("condition_bank", torch.zeros(BANK_SIZE, self.condition_dim))
@@ -275,15 +278,9 @@ class TextGAN(nn.Module):
     # --- training protocol -------------------------------------------------------------------------
     def optimizers(self, train_cfg) -> dict[str, torch.optim.Optimizer]:
         """{"generator", "discriminator"}: Adam with g_lr / d_lr and betas (Reed: 2e-4, (0.5, 0.999))."""
-        refuse_ignored_training_options(train_cfg)
-        cfg = self.cfg
-
-        def make(params, lr):
-            return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=train_cfg.weight_decay,
-                                    fused=True)
-
-        return {"generator": make(self.generator.parameters(), cfg.g_lr),
-                "discriminator": make(self.discriminator.parameters(), cfg.d_lr)}
+        return adam_optimizers(train_cfg, self.cfg.betas, {
+            "generator": (self.generator.parameters(), self.cfg.g_lr),
+            "discriminator": (self.discriminator.parameters(), self.cfg.d_lr)})
 
     def train_step(self, batch, optimizers: dict[str, torch.optim.Optimizer], step: int) -> dict[str, torch.Tensor]:
         """One update of D (matching-aware), then one of G (+ GAN-INT) on the same fakes, scored by the updated D."""
