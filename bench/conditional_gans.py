@@ -43,6 +43,7 @@ import torch
 SMALL = {"base_channels": 32}
 TEXT_MODELS = {  # row name -> (model, options)
     "text-gan": ("text-gan", SMALL),
+    "text-gan (no matching-aware D)": ("text-gan", {**SMALL, "matching_aware": False}),  # GAN-INT alone
     "www-gan": ("www-gan", {**SMALL, "text_dim": 32}),  # its maps at every resolution: 128 planes cost 3x more
     "cgan (shape label)": ("cgan", {**SMALL, "architecture": "conv", "latent_dim": 100}),
 }
@@ -162,6 +163,7 @@ def pix2pix_row(row: str, name: str, options: dict, args) -> dict:
 
 def cycle_row(row: str, name: str, options: dict, args) -> dict:
     import dgm
+    from dgm import viz
     from dgm.data import load_dataset
     from dgm.data import sprites as S
     from dgm.evaluation.factors import object_masks, read_factors
@@ -185,6 +187,9 @@ def cycle_row(row: str, name: str, options: dict, args) -> dict:
     read_ga, read_fb, read_a = read_factors(ga), read_factors(fb), read_factors(a_f)
     square, circle = S.SHAPES.index("square"), S.SHAPES.index("circle")
     keep_pictures(out, row, args)
+    rows = torch.stack([a_f[:8], ga[:8], fga[:8], target[:8], b_f[:8], fb[:8], gfb[:8]], 1)  # both directions
+    viz.save_grid(rows.reshape(-1, *rows.shape[2:]), Path(args.out) / "pictures" / f"{out.name}-both-ways.png",
+                  nrow=7, col_labels=["a", "G(a)", "F(G(a))", "target", "b", "F(b)", "G(F(b))"])
     return {"model": row, "steps": args.steps, "train_seconds": seconds, "l1_object": l1_object,
             "l1_image": l1_image, "cycle_a": (fga - a_f).abs().mean().item(),
             "cycle_b": (gfb - b_f).abs().mean().item(),

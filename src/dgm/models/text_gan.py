@@ -14,9 +14,10 @@ alone; `www-gan` also on a bounding box (x0, y0, x1, y1) that says where the obj
 - Conditioning map: phi(t) replicated over the pixels whose centres ((j + 0.5) / w, (i + 0.5) / h)
   lie in the box [x0, x1) x [y0, y1), 0 elsewhere: [B, d, h, w] (`box_map`). D joins it to the image
   and again to its smallest feature map (4x4 at 32x32, followed by a 1x1 conv: Reed's D joins the text
-  there only; with the text at 4x4 alone, D won and G collapsed to one image per background within one
-  epoch on sprites, in three runs with and without GAN-INT and the matching-aware term, while a cgan with
-  its labels at D's input did not). text-gan's G reads [z, phi(t)] at its input (Reed's G; the box is the
+  there only; with the text at 4x4 alone G collapsed to one image per background within an epoch on
+  sprites, with or without GAN-INT and the matching-aware term, while a cgan with its labels at D's input
+  did not. With it at the input, GAN-INT alone (matching_aware=false) trains, and the matching-aware term
+  still makes D win within an epoch there: docs/benchmarks.md). text-gan's G reads [z, phi(t)] at its input (Reed's G; the box is the
   whole canvas); www-gan's G also joins the map to its features at every resolution, so it can place the
   object.
 - Matching-aware D (GAN-CLS), with t_wrong the batch's captions rolled by one (each image keeps its box):
