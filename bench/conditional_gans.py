@@ -40,11 +40,13 @@ from pathlib import Path
 
 import torch
 
+from dgm.evaluation.likelihood import strided_subset
+
 SMALL = {"base_channels": 32}
 TEXT_MODELS = {  # row name -> (model, options)
     "text-gan": ("text-gan", SMALL),
     "text-gan (no matching-aware D)": ("text-gan", {**SMALL, "matching_aware": False}),  # GAN-INT alone
-    "www-gan": ("www-gan", {**SMALL, "text_dim": 32}),  # its maps at every resolution: 128 planes cost 3x more
+    "www-gan": ("www-gan", SMALL),
     "cgan (shape label)": ("cgan", {**SMALL, "architecture": "conv", "latent_dim": 100}),
 }
 PIX2PIX_MODELS = {
@@ -79,10 +81,6 @@ def train(row: str, name: str, options: dict, args) -> tuple[Path, float | None]
     return out, time.perf_counter() - t0
 
 
-def strided(n_total: int, n: int) -> torch.Tensor:
-    return torch.linspace(0, n_total - 1, min(n, n_total)).round().long()
-
-
 def keep_pictures(out: Path, row: str, args) -> None:
     pictures = Path(args.out) / "pictures"
     pictures.mkdir(exist_ok=True)
@@ -107,7 +105,7 @@ def real_row(args) -> dict:
     from dgm.evaluation.factors import box_iou, caption_accuracy, read_factors
 
     test = load_dataset("sprites").test
-    idx = strided(len(test), args.n_examples)
+    idx = strided_subset(len(test), args.n_examples)
     read = read_factors(test.x[idx])
     result = {f"conditioning_{k}": v for k, v in caption_accuracy(test.x[idx], test.factors[idx], read=read).items()}
     return {"model": "real test images", **result,
@@ -143,7 +141,7 @@ def pix2pix_row(row: str, name: str, options: dict, args) -> dict:
     out, seconds = train(row, name, options, args)
     dataset = load_dataset("sprites")
     test = dataset.test
-    idx = strided(len(test), args.n_examples)
+    idx = strided_subset(len(test), args.n_examples)
     model = dgm.load(out).eval()
     a = batch_fields(model, dataset, test)[0][idx]
     g = torch.Generator().manual_seed(args.seed)
@@ -172,7 +170,7 @@ def cycle_row(row: str, name: str, options: dict, args) -> dict:
     out, seconds = train(row, name, options, args)
     dataset = load_dataset("sprites")
     test = dataset.test
-    idx = strided(len(test), args.n_examples)
+    idx = strided_subset(len(test), args.n_examples)
     model = dgm.load(out).eval()
     a, b = (f[idx] for f in batch_fields(model, dataset, test))
     target = model.translation_targets(dataset, test)[idx].float() / 255

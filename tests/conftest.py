@@ -27,3 +27,10 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def one_sentence(err: str) -> str:
+    """The one `dgm: error: ...` line of a command's stderr, asserting there is nothing else (no traceback)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
+    return lines[0]

@@ -9,6 +9,7 @@ import torch
 
 from dgm.cli import main
 from dgm.io import load_tensors
+from conftest import one_sentence
 
 FAST = ["--no-progress", "hidden_dims=32", "latent_dim=4"]
 
@@ -79,11 +80,6 @@ def test_zoo_and_data_list(capsys):
     assert code == 0 and any(line.split()[:1] == ["digits"] and " yes " in line for line in out.splitlines())
 
 
-def _one_sentence(err):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
-    return lines[0]
-
 
 @pytest.mark.parametrize("argv,expected", [
     (["train", "nosuchmodel"], "unknown model 'nosuchmodel'"),
@@ -97,10 +93,10 @@ def _one_sentence(err):
     (["resume", "/nonexistent/run"], "does not exist"),
     (["sample", "/nonexistent/run"], "does not exist"),
 ])
-def test_user_mistakes_give_one_sentence(argv, expected, capsys, tmp_path, monkeypatch):
+def test_user_mistakes_giveone_sentence(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, *argv)
-    assert code == 1 and expected in _one_sentence(err)
+    assert code == 1 and expected in one_sentence(err)
 
 
 def test_corrupt_files_are_reported_and_the_checkpoint_is_kept(trained, capsys, tmp_path):
@@ -112,22 +108,22 @@ def test_corrupt_files_are_reported_and_the_checkpoint_is_kept(trained, capsys, 
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
     damaged = ckpt.read_bytes()
     code, _, err = run(capsys, "resume", str(run_dir), "--epochs", "5")
-    assert code == 1 and "corrupt" in _one_sentence(err)
+    assert code == 1 and "corrupt" in one_sentence(err)
     assert ckpt.read_bytes() == damaged  # nothing overwritten
     (run_dir / "model.safetensors").write_bytes(b"not a safetensors file")
     code, _, err = run(capsys, "eval", str(run_dir))
-    assert code == 1 and "corrupt" in _one_sentence(err)
+    assert code == 1 and "corrupt" in one_sentence(err)
     (run_dir / "config.json").write_text("{ broken")
     code, _, err = run(capsys, "eval", str(run_dir))
-    assert code == 1 and "config.json is corrupt" in _one_sentence(err)
+    assert code == 1 and "config.json is corrupt" in one_sentence(err)
     code, _, err = run(capsys, "eval", str(tmp_path))
-    assert code == 1 and "not a dgm run folder" in _one_sentence(err)
+    assert code == 1 and "not a dgm run folder" in one_sentence(err)
 
 
 def test_existing_run_folder_is_not_overwritten(trained, capsys):
     before = (trained / "model.safetensors").read_bytes()
     code, _, err = run(capsys, "train", "vae", "--out", str(trained))
-    assert code == 1 and "already holds a run" in _one_sentence(err)
+    assert code == 1 and "already holds a run" in one_sentence(err)
     assert (trained / "model.safetensors").read_bytes() == before
 
 
@@ -137,7 +133,7 @@ def test_shape_mismatch(trained, capsys, tmp_path):
     np.savez(path, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
              x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8))
     code, _, err = run(capsys, "eval", str(trained), "--data", f"npz:{path}")
-    assert code == 1 and "expects images of shape (1, 8, 8)" in _one_sentence(err)
+    assert code == 1 and "expects images of shape (1, 8, 8)" in one_sentence(err)
 
 
 def test_the_installed_command_exits_non_zero_without_traceback(tmp_path):
@@ -148,7 +144,7 @@ def test_the_installed_command_exits_non_zero_without_traceback(tmp_path):
 
 def test_resume_changes_training_options_only(trained, capsys):
     code, _, err = run(capsys, "resume", str(trained), "latent_dim=3")
-    assert code == 1 and "a resumed run can change only training options" in _one_sentence(err)
+    assert code == 1 and "a resumed run can change only training options" in one_sentence(err)
 
 
 def test_gan_pictures_and_mode_metrics(tmp_path, capsys):
@@ -164,7 +160,7 @@ def test_gan_pictures_and_mode_metrics(tmp_path, capsys):
     for kind in ("interpolate", "nearest"):
         assert run(capsys, "plot", str(img), kind)[0] == 0 and (img / f"{kind}.png").is_file()
     code, _, err = run(capsys, "plot", str(img), "traverse")
-    assert code == 1 and "has no encode() or decode()" in _one_sentence(err)
+    assert code == 1 and "has no encode() or decode()" in one_sentence(err)
 
 
 def test_sample_a_label_from_a_conditional_gan(tmp_path, capsys, trained):
@@ -173,9 +169,9 @@ def test_sample_a_label_from_a_conditional_gan(tmp_path, capsys, trained):
     assert run(capsys, "sample", str(out), "--label", "7", "--n", "4", "--out", str(tmp_path / "7.png"))[0] == 0
     assert (tmp_path / "7.png").is_file()
     code, _, err = run(capsys, "sample", str(out), "--label", "12")
-    assert code == 1 and "labels must lie in 0 .. 9" in _one_sentence(err)
+    assert code == 1 and "labels must lie in 0 .. 9" in one_sentence(err)
     code, _, err = run(capsys, "sample", str(trained), "--label", "3")
-    assert code == 1 and "not class-conditional" in _one_sentence(err)
+    assert code == 1 and "not class-conditional" in one_sentence(err)
 
 
 def test_bernoulli_on_grey_levels_reports_its_loss_and_no_likelihood(tmp_path, capsys):

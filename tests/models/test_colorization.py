@@ -16,6 +16,7 @@ from dgm.evaluation.colorization import colorization_metrics, palette_chroma
 from dgm.models import create_model
 from dgm.models.colorization import (NEEDS_PAIRS, chroma_to_rgb, colour_bins, gradient_loss, hist_loss, histogram_weights,
                                      mahalanobis_loss, principal_components, rgb_to_ycbcr, ycbcr_to_rgb)
+from conftest import one_sentence
 
 TINY = {"conv_channels": (4,), "head_channels": 4, "latent_dim": 2, "mdn_channels": (4,), "n_components": 3,
         "n_principal": 4}
@@ -26,11 +27,6 @@ LUMA = torch.tensor([0.299, 0.587, 0.114])
 def _luma(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * LUMA.view(3, 1, 1).to(rgb)).sum(-3)
 
-
-def _one_sentence(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -261,13 +257,13 @@ def test_cli_refuses_a_wrong_size_and_a_model_that_cannot_colorize(runs, tmp_pat
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(small)
     assert main(["sample", str(runs["l2"].path), "--grey", str(small)]) == 1
-    assert "the model needs [N, 1, 32, 32]" in _one_sentence(capsys.readouterr().err)
+    assert "the model needs [N, 1, 32, 32]" in one_sentence(capsys.readouterr().err)
     vae = tmp_path / "vae"
     assert main(["train", "vae", "--steps", "2", "--out", str(vae), "--no-progress", "hidden_dims=8",
                  "latent_dim=2"]) == 0
     capsys.readouterr()
     assert main(["sample", str(vae), "--grey", str(small)]) == 1
-    assert "cannot colorize" in _one_sentence(capsys.readouterr().err)
+    assert "cannot colorize" in one_sentence(capsys.readouterr().err)
 
 
 # --- the metrics on models whose answers are known ------------------------------------------------------

@@ -10,12 +10,8 @@ from PIL import Image
 import dgm
 from dgm.cli import main
 from dgm.data.sprites import load_sprites
+from conftest import one_sentence
 
-
-def _one_sentence(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +58,9 @@ def test_caption_and_box_draw_n_images(runs, tmp_path, capsys):
     ("pix2pix", ["--caption", "a red square"], "takes no caption"),
     ("text-gan", ["--reverse"], "add --input"),
 ])
-def test_bad_conditions_are_one_sentence(runs, capsys, model, extra, message):
+def test_bad_conditions_areone_sentence(runs, capsys, model, extra, message):
     assert main(["sample", str(runs[model]), *extra]) == 1
-    assert message in _one_sentence(capsys.readouterr().err)
+    assert message in one_sentence(capsys.readouterr().err)
 
 
 def test_input_file_is_translated_into_input_output_rows(runs, test_split, tmp_path, capsys):
@@ -83,21 +79,21 @@ def test_input_file_is_translated_into_input_output_rows(runs, test_split, tmp_p
     capsys.readouterr()
 
 
-def test_bad_inputs_are_one_sentence(runs, test_split, tmp_path, capsys):
+def test_bad_inputs_areone_sentence(runs, test_split, tmp_path, capsys):
     colour = tmp_path / "colour.npz"
     np.savez(colour, x=test_split.x[:2].numpy())
     assert main(["sample", str(runs["pix2pix"]), "--input", str(colour)]) == 1  # pix2pix reads one channel
-    assert "the model needs [N, 1, 32, 32]" in _one_sentence(capsys.readouterr().err)
+    assert "the model needs [N, 1, 32, 32]" in one_sentence(capsys.readouterr().err)
     assert main(["sample", str(runs["pix2pix"]), "--input", str(tmp_path / "none.png")]) == 1
-    assert "no file" in _one_sentence(capsys.readouterr().err)
+    assert "no file" in one_sentence(capsys.readouterr().err)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     assert main(["sample", str(runs["cyclegan"]), "--input", str(text)]) == 1
-    assert "cannot read" in _one_sentence(capsys.readouterr().err)
+    assert "cannot read" in one_sentence(capsys.readouterr().err)
     assert main(["sample", str(runs["pix2pix"]), "--input", str(colour), "--reverse"]) == 1
-    assert "one way only" in _one_sentence(capsys.readouterr().err)
+    assert "one way only" in one_sentence(capsys.readouterr().err)
     assert main(["sample", str(runs["text-gan"]), "--input", str(colour)]) == 1
-    assert "does not translate" in _one_sentence(capsys.readouterr().err)
+    assert "does not translate" in one_sentence(capsys.readouterr().err)
 
 
 def test_eval_conditioning_scores_caption_models_and_refuses_translators(runs, capsys):
@@ -106,7 +102,7 @@ def test_eval_conditioning_scores_caption_models_and_refuses_translators(runs, c
     words = ("shape", "colour", "size", "row", "column", "background", "all", "box_iou")
     assert all(0 <= scores[f"conditioning_{w}"] <= 1 for w in words) and scores["conditioning_examples"] == 20
     assert main(["eval", str(runs["pix2pix"]), "--metrics", "conditioning"]) == 1
-    assert "does not sample given a condition" in _one_sentence(capsys.readouterr().err)
+    assert "does not sample given a condition" in one_sentence(capsys.readouterr().err)
 
 
 

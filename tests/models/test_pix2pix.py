@@ -17,15 +17,11 @@ from dgm.models.pix2pix import sobel_edges, task_input
 from dgm.nn.translation import PatchDiscriminator, UNet, patch_receptive_field, unet_depth
 from dgm.training import TrainConfig, Trainer
 from dgm.training.trainer import CHECKPOINT
+from conftest import one_sentence
 
 TINY = {"base_channels": 4, "patch_layers": 1}
 TRAIN = {"steps": 4, "base_channels": 8, "batch_size": 16, "quiet": True, "progress": False}
 
-
-def _one_sentence(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -221,12 +217,12 @@ def test_a_nan_loss_stops_training_with_the_divergence_error(sprites):
         Trainer(model, data, TrainConfig(steps=2, batch_size=32, progress=False, device="cpu")).fit()
 
 
-def test_data_that_cannot_make_the_task_is_refused_in_one_sentence(tmp_path, capsys):
+def test_data_that_cannot_make_the_task_is_refused_inone_sentence(tmp_path, capsys):
     for data, task, words in [("sprites-grey", "grey", "train on sprites"), ("sprites-grey", "edges", "colour"),
                               ("digits", "mask", "masks")]:
         assert main(["train", "pix2pix", "--data", data, "--steps", "1", "--out", str(tmp_path / task),
                      "--no-progress", f"task={task}", "base_channels=4"]) == 1
-        assert words in _one_sentence(capsys.readouterr().err)
+        assert words in one_sentence(capsys.readouterr().err)
         assert not (tmp_path / task).exists()
     with pytest.raises(DgmError, match="unknown task"):
         task_input("depth", torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
